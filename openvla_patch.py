@@ -1,0 +1,875 @@
+"""OpenVLA-7B written natively for current transformers, and made ready for online RL.
+
+This module owns the model side of openvla-rl; the algorithm scripts import it and hold every line
+that changes the gradient. It provides:
+
+* `OpenVLAConfig` / `OpenVLAForActionPrediction`: the released `openvla/openvla-7b` architecture
+  (timm DINOv2-L/14-reg4 + SigLIP-so400m/14 fused vision backbone, features from the second-to-last
+  block of each; a GELU MLP projector; a transformers `LlamaForCausalLM`), loading the released
+  checkpoint format strictly and without `trust_remote_code`. Sizes come from `config.json`, so the same
+  code loads the 7B checkpoint and the tiny ones written by `make_tiny_openvla`.
+* `OpenVLAProcessor`: batched uint8 RGB images -> `pixel_values` (B, 6, 224, 224); instructions ->
+  prompt token ids + attention mask.
+* The three fixes of the blog post "OpenVLA finetuning with online RL" (shared/seeds/000):
+  1. Batched generation. The released code asserts batch size 1; naively removing the assert gives
+     padding-dependent actions because position ids and the cached-step attention mask ignore padding.
+     Here every sequence is laid out as ``[BOS][256 patches][pads][prompt][29871]`` (padding sits
+     between BOS and the prompt, so every row ends in the same column), the attention mask covers
+     pads in the prefill AND in every cached decode step, and position ids are the running count of
+     real tokens. A padded sample therefore computes exactly what it computes alone.
+  2. Sampling only the 256 action tokens (all others get probability 0, as if their logits were -inf),
+     with plain temperature sampling or greedy decoding (no top-k, top-p or beams), and decoding with
+     all 256 bin centres: the top bin decodes to +1 instead of being clipped away.
+  3. No off-policyness: `generate_actions` returns the log-probs of the sampled tokens under exactly
+     the distribution it sampled from, and `evaluate_actions` recomputes them teacher-forced with the
+     same mask and temperature, so the PPO ratio starts at 1.
+* `ValueHead`: the blog's MLP on the hidden state of the last prompt token (stop-grad by default).
+* `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
+  SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back.
+* `make_tiny_openvla`: small random checkpoints in exactly the released file layout, for tests and
+  offline experiments (`--vla-path tiny` in every script).
+
+Shapes in comments: B batch, L prompt length (padded), P = 256 patches, H LM hidden size, A = 7 action
+dimensions, V vocabulary rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerBase
+
+# ---------------------------------------------------------------------------------------------------
+# Format facts of the released checkpoint (shared/DESIGN.md, "OpenVLA facts the code must honour")
+# ---------------------------------------------------------------------------------------------------
+
+ACTION_DIM = 7
+"""OpenVLA predicts one token per action dimension: dx, dy, dz, droll, dpitch, dyaw, gripper."""
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+ACTION_PREFIX_TOKEN_ID = 29871
+"""Llama-2's "▁": in training it preceded the action tokens, so every prompt ends with it."""
+DINOV2_MEAN = (0.484375, 0.455078125, 0.40625)  # ImageNet stats rounded to bf16, as released
+DINOV2_STD = (0.228515625, 0.2236328125, 0.224609375)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+UNUSED_CHECKPOINT_PREFIXES = ("vision_backbone.fused_featurizer.attn_pool.",)
+"""SigLIP's attention-pooling head is saved in the checkpoint but OpenVLA never uses it."""
+BUILTIN_NORM_KEY = "panda_tabletop"
+"""norm_stats key of our built-in ManiSkill tasks: the 7-D action is the Panda `pd_ee_delta_pose`
+controller's normalised action (already in [-1, 1]) plus the gripper (+1 open, -1 closed)."""
+BUILTIN_NORM_STATS: dict[str, Any] = {
+    "action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 6 + [False]},
+}
+BRIDGE_NORM_STATS: dict[str, Any] = {
+    # `bridge_orig` action statistics of the released openvla-7b config.json (q01/q99 and mask are
+    # what decoding uses): deltas in metres / radians, gripper 1 = open.
+    "action": {
+        "q01": [-0.02872725307941437, -0.04170349963009357, -0.026093858778476715,
+                -0.08092105075716972, -0.09288699507713317, -0.20718276381492615, 0.0],
+        "q99": [0.028309678435325586, 0.040855254605412394, 0.040161586627364146,
+                0.08192047759890528, 0.07792850524187081, 0.20382574498653397, 1.0],
+        "mask": [True] * 6 + [False],
+    },
+}
+TINY_CACHE_DIR = Path(os.environ.get("OPENVLA_RL_CACHE", Path.home() / ".cache" / "openvla-rl"))
+"""Where `--vla-path tiny` writes its checkpoint (override with $OPENVLA_RL_CACHE; safe to delete)."""
+ADAPTER_VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+class OpenVLAError(ValueError):
+    """A problem the user can fix (bad path, unknown key, missing package); the message says how."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OpenVLAConfig:
+    """The fields of the released `config.json` that define the model.
+
+    `timm_model_kwargs` is ours (absent from the released file): per-tower overrides of the timm
+    architecture, used by tiny checkpoints. Unknown keys are kept in `extra` and written back unchanged.
+    """
+
+    timm_model_ids: list[str] = field(
+        default_factory=lambda: ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
+    )
+    timm_model_kwargs: list[dict[str, Any]] = field(default_factory=lambda: [{}, {}])
+    image_sizes: list[int] = field(default_factory=lambda: [224, 224])
+    text_config: dict[str, Any] = field(
+        default_factory=lambda: {"model_type": "llama", "pad_token_id": 32000, "vocab_size": 32064}
+    )
+    norm_stats: dict[str, Any] = field(default_factory=dict)
+    n_action_bins: int = 256
+    pad_to_multiple_of: int = 64
+    use_fused_vision_backbone: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> OpenVLAConfig:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        cfg = cls(**{k: v for k, v in raw.items() if k in known})
+        cfg.extra = {k: v for k, v in raw.items() if k not in known}
+        if not cfg.use_fused_vision_backbone or len(cfg.timm_model_ids) != 2:
+            raise OpenVLAError("only the fused DINOv2 + SigLIP backbone of OpenVLA is supported")
+        if len(cfg.timm_model_kwargs) != len(cfg.timm_model_ids):
+            cfg.timm_model_kwargs = [{} for _ in cfg.timm_model_ids]
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for name in self.__dataclass_fields__:
+            if name != "extra":
+                out[name] = getattr(self, name)
+        if not any(self.timm_model_kwargs):
+            out.pop("timm_model_kwargs")  # the released file has no such key
+        return out
+
+    def llama_config(self) -> LlamaConfig:
+        # The released text_config stores only differences from LlamaConfig() defaults (Llama-2-7B
+        # sizes, rms_norm_eps 1e-6), exactly what LlamaConfig(**text_config) reproduces.
+        kwargs = {k: v for k, v in self.text_config.items() if k not in ("model_type", "torch_dtype", "dtype")}
+        return LlamaConfig(**kwargs)
+
+    @property
+    def base_vocab_size(self) -> int:
+        """Vocabulary without padding rows (32000 for Llama-2): action tokens are its top 256 ids."""
+        return self.llama_config().vocab_size - self.pad_to_multiple_of
+
+    @property
+    def action_token_ids(self) -> range:
+        return range(self.base_vocab_size - self.n_action_bins, self.base_vocab_size)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Action tokens <-> continuous actions (fix 2: all 256 bin centres)
+# ---------------------------------------------------------------------------------------------------
+# Training discretised a normalised action x in [-1, 1] as d = digitize(x, linspace(-1, 1, 256)), with
+# d in 1..256, and token id = base_vocab_size - d. The released decoder kept only the 255 midpoints and
+# clipped d = 256 (x == +1, e.g. a fully open gripper) onto the 255th; we add the missing centre +1.
+# Inside this module the 256 action tokens are indexed by "action column" c = token - first_action_id,
+# the order of the logits we sample from, so d = n_bins - c.
+
+
+def bin_centers(n_bins: int = 256, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n_bins,) decoded value of bin d = 1..n_bins: the 255 midpoints of the bins, then +1."""
+    bins = torch.linspace(-1.0, 1.0, n_bins, dtype=torch.float64, device=device)
+    return torch.cat([(bins[:-1] + bins[1:]) / 2, bins.new_ones(1)])
+
+
+def action_stats(config: OpenVLAConfig, unnorm_key: str | None) -> dict[str, torch.Tensor]:
+    """q01, q99 (float64) and mask (bool) of `norm_stats[unnorm_key]["action"]`, each of shape (7,)."""
+    keys = sorted(config.norm_stats)
+    if unnorm_key is None:
+        if len(keys) != 1:
+            raise OpenVLAError(f"this checkpoint has several norm_stats keys, pass --unnorm-key one of: {', '.join(keys)}")
+        unnorm_key = keys[0]
+    if unnorm_key not in config.norm_stats:
+        raise OpenVLAError(f"unknown unnorm_key {unnorm_key!r}; this checkpoint has: {', '.join(keys) or 'none'}")
+    stats = config.norm_stats[unnorm_key]["action"]
+    q01 = torch.tensor(stats["q01"], dtype=torch.float64)
+    q99 = torch.tensor(stats["q99"], dtype=torch.float64)
+    mask = torch.tensor(stats.get("mask", [True] * len(stats["q01"])), dtype=torch.bool)
+    return {"q01": q01, "q99": q99, "mask": mask}
+
+
+def tokens_to_actions(tokens: torch.Tensor, config: OpenVLAConfig, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Action token ids (..., 7) -> un-normalised actions (..., 7) float64:
+    a = 0.5 (n + 1)(q99 - q01) + q01 where mask, else a = n (the gripper)."""
+    first = config.action_token_ids.start
+    if tokens.min() < first or tokens.max() >= config.base_vocab_size:
+        raise ValueError("tokens_to_actions got ids outside the action-token range")
+    d = config.base_vocab_size - tokens  # (..., 7) in 1..256
+    normalized = bin_centers(config.n_action_bins, tokens.device)[d - 1]
+    q01, q99, mask = (stats[k].to(tokens.device) for k in ("q01", "q99", "mask"))
+    return torch.where(mask, 0.5 * (normalized + 1) * (q99 - q01) + q01, normalized)
+
+
+def actions_to_tokens(actions: torch.Tensor, config: OpenVLAConfig, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Inverse of `tokens_to_actions` (for SFT labels): un-normalised actions (..., 7) -> token ids."""
+    actions = torch.as_tensor(actions, dtype=torch.float64)
+    q01, q99, mask = (stats[k].to(actions.device) for k in ("q01", "q99", "mask"))
+    scaled = 2 * (actions - q01) / (q99 - q01).clamp_min(1e-8) - 1
+    normalized = torch.where(mask, scaled, actions).clamp(-1.0, 1.0)
+    bins = torch.linspace(-1.0, 1.0, config.n_action_bins, dtype=torch.float64, device=actions.device)
+    d = torch.bucketize(normalized, bins, right=True)  # == np.digitize(normalized, bins), in 1..256
+    return config.base_vocab_size - d
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processor
+# ---------------------------------------------------------------------------------------------------
+
+
+class OpenVLAProcessor:
+    """Images and instructions -> model inputs, batched, on the images' device."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, image_size: int = 224):
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 32000
+
+    def process_images(self, images: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 RGB (B, H, W, 3), any H and W -> pixel_values (B, 6, 224, 224).
+
+        Resized to exactly 224x224 without keeping the aspect ratio (bicubic, antialiased, as PIL does
+        in the released processor); channels 0-2 DINOv2-normalised, 3-5 SigLIP-normalised.
+        """
+        images = torch.as_tensor(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {tuple(images.shape)} {images.dtype}")
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
+            x = x.clamp(0.0, 1.0)
+        dino = (x - x.new_tensor(DINOV2_MEAN)[:, None, None]) / x.new_tensor(DINOV2_STD)[:, None, None]
+        siglip = (x - x.new_tensor(SIGLIP_MEAN)[:, None, None]) / x.new_tensor(SIGLIP_STD)[:, None, None]
+        return torch.cat([dino, siglip], dim=1).to(dtype)  # (B, 6, 224, 224)
+
+    def tokenize(self, instructions: Sequence[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Instructions -> input_ids, attention_mask, both (B, L).
+
+        Each row is ``BOS, pads, prompt tokens, 29871``: padding goes right after BOS (which the model
+        follows with the image patches), so all prompts end in the last column. That column predicts the
+        first action token for every row, and generated tokens append on the right with no gaps.
+        """
+        rows = []
+        for instruction in instructions:
+            text = PROMPT_TEMPLATE.format(instruction=instruction.lower().rstrip("."))
+            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            if ids[0] != self.tokenizer.bos_token_id:
+                ids = [self.tokenizer.bos_token_id, *ids]
+            if ids[-1] != ACTION_PREFIX_TOKEN_ID:
+                ids.append(ACTION_PREFIX_TOKEN_ID)
+            rows.append(ids)
+        length = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            pad = length - len(ids)
+            input_ids[i, 0] = ids[0]
+            input_ids[i, 1 + pad :] = torch.tensor(ids[1:])
+            attention_mask[i, 0] = 1
+            attention_mask[i, 1 + pad :] = 1
+        return input_ids.to(device), attention_mask.to(device)
+
+    def __call__(self, images: torch.Tensor, instructions: Sequence[str], dtype: torch.dtype = torch.float32):
+        """-> input_ids (B, L), attention_mask (B, L), pixel_values (B, 6, 224, 224)."""
+        input_ids, attention_mask = self.tokenize(instructions, device=torch.as_tensor(images).device)
+        return input_ids, attention_mask, self.process_images(images, dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------
+
+
+class FusedVisionBackbone(nn.Module):
+    """DINOv2 (`featurizer`) + SigLIP (`fused_featurizer`) patch features, concatenated: (B, 256, D1 + D2)."""
+
+    def __init__(self, config: OpenVLAConfig):
+        super().__init__()
+        towers = []
+        for model_id, overrides in zip(config.timm_model_ids, config.timm_model_kwargs, strict=True):
+            # global_pool="" builds no pooling head: OpenVLA reads patch tokens, so SigLIP's attn_pool
+            # weights in the checkpoint are unused (UNUSED_CHECKPOINT_PREFIXES).
+            towers.append(
+                timm.create_model(model_id, pretrained=False, num_classes=0, global_pool="",
+                                  img_size=config.image_sizes[0], **overrides)
+            )
+        self.featurizer, self.fused_featurizer = towers
+        self.embed_dim = sum(t.embed_dim for t in towers)
+
+    @staticmethod
+    def _second_to_last_block(tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # == timm get_intermediate_layers(x, n={len(blocks) - 2}) of the released code: prefix tokens
+        # (CLS, registers) dropped, no final norm; stop_early skips the unused last block.
+        (features,) = tower.forward_intermediates(
+            x, indices=[len(tower.blocks) - 2], norm=False, stop_early=True, output_fmt="NLC", intermediates_only=True
+        )
+        return features
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dino, siglip = torch.split(pixel_values, [3, 3], dim=1)  # (B, 3, 224, 224) each
+        return torch.cat(
+            [self._second_to_last_block(self.featurizer, dino), self._second_to_last_block(self.fused_featurizer, siglip)],
+            dim=-1,
+        )  # (B, 256, D1 + D2)
+
+
+class FusedMLPProjector(nn.Module):
+    """The released "fused-gelu-mlp" projector: D -> 4D -> H -> H with exact GELUs."""
+
+    def __init__(self, vision_dim: int, llm_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(vision_dim, 4 * vision_dim)
+        self.fc2 = nn.Linear(4 * vision_dim, llm_dim)
+        self.fc3 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.gelu(self.fc2(F.gelu(self.fc1(x)))))
+
+
+class ValueHead(nn.Module):
+    """The blog's critic: hidden -> hidden -> hidden/4 -> 1 with ReLUs, kept in fp32."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Linear(hidden_size, hidden_size // 4), nn.ReLU(),
+            nn.Linear(hidden_size // 4, 1),
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden.float()).squeeze(-1)
+
+
+@dataclass
+class ActionSample:
+    """What `generate_actions` returns for a batch of B prompts."""
+
+    tokens: torch.Tensor  # (B, 7) action token ids
+    logprobs: torch.Tensor  # (B, 7) log-prob of each token under the sampling distribution (fp32)
+    values: torch.Tensor | None  # (B,) value-head output at the last prompt token, None without a head
+
+
+@dataclass
+class ActionEvaluation:
+    """What `evaluate_actions` returns: teacher-forced, with gradients."""
+
+    logprobs: torch.Tensor  # (B, 7)
+    entropy: torch.Tensor  # (B, 7) entropy of the masked, tempered distribution at each position
+    values: torch.Tensor | None  # (B,)
+
+
+class OpenVLAForActionPrediction(nn.Module):
+    """OpenVLA: fused vision backbone -> projector -> 256 patch embeddings inserted after BOS -> Llama-2.
+
+    Parameter names are those of the released checkpoint, except timm's LayerScale `gamma` (stored as
+    `scale_factor`, renamed on load and save) and `value_head.*` (ours, saved beside a LoRA adapter).
+    """
+
+    def __init__(self, config: OpenVLAConfig, with_value_head: bool = False):
+        super().__init__()
+        self.config = config
+        self.vision_backbone = FusedVisionBackbone(config)
+        llama_config = config.llama_config()
+        self.projector = FusedMLPProjector(self.vision_backbone.embed_dim, llama_config.hidden_size)
+        self.language_model = LlamaForCausalLM(llama_config)
+        self.value_head = ValueHead(llama_config.hidden_size) if with_value_head else None
+        first = config.action_token_ids.start
+        self.register_buffer("_action_ids", torch.arange(first, first + config.n_action_bins), persistent=False)
+
+    # -- pieces --------------------------------------------------------------------------------------
+
+    @property
+    def causal_lm(self) -> LlamaForCausalLM:
+        """The Llama model (inside the peft wrapper when LoRA is on)."""
+        lm = self.language_model
+        return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 6, 224, 224) -> patch embeddings in the LM's input space (B, 256, H)."""
+        vision_dtype = self.projector.fc1.weight.dtype
+        return self.projector(self.vision_backbone(pixel_values.to(vision_dtype)))
+
+    def _prefill_inputs(self, input_ids, attention_mask, pixel_values, extra_tokens=None):
+        """Build ``[BOS][patches][pads][prompt][extra]`` embeddings, mask and position ids.
+
+        Fix 1 (blog issue 1): position ids count real tokens only (pads get a dummy 1, never attended),
+        so a padded row has the positions it would have alone.
+        """
+        if extra_tokens is not None:
+            input_ids = torch.cat([input_ids, extra_tokens], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(extra_tokens)], dim=1)
+        text = self.causal_lm.get_input_embeddings()(input_ids)  # (B, L, H)
+        patches = self.embed_images(pixel_values).to(text.dtype)  # (B, P, H)
+        embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)  # (B, 1 + P + L - 1, H)
+        mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(patches.shape[:2]), attention_mask[:, 1:]], dim=1)
+        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        return embeds, mask, position_ids
+
+    def _action_logits(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Hidden states (..., H) -> tempered fp32 logits over the 256 action tokens (..., 256).
+
+        Fix 2 (blog issue 2): keeping only the action columns is exactly masking every other logit to
+        -inf; no top-k / top-p filter follows (fix 3), so this IS the sampling distribution.
+        """
+        logits = self.causal_lm.lm_head(hidden)[..., self._action_ids]
+        return logits.float() / temperature
+
+    def _values(self, hidden_last_prompt: torch.Tensor, detach_input: bool) -> torch.Tensor | None:
+        if self.value_head is None:
+            return None
+        # The blog stops the gradient here: value regression through the shared trunk destroys the
+        # policy quickly. RL4VLA lets it through; `detach_input=False` is that ablation.
+        return self.value_head(hidden_last_prompt.detach() if detach_input else hidden_last_prompt)
+
+    # -- RL interface --------------------------------------------------------------------------------
+
+    def forward(self, input_ids, attention_mask, pixel_values, target_tokens):
+        """Teacher-forced pass: prompt + `target_tokens` (B, K) -> (logits (B, K, V), hidden (B, K, H)).
+
+        Position k holds the prediction of target_tokens[:, k] (full vocabulary, for SFT's cross-entropy);
+        hidden[:, 0] is the last prompt token's state (the value head's input).
+        """
+        k = target_tokens.shape[1]
+        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, pixel_values, target_tokens[:, :-1])
+        out = self.causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state[:, -k:]  # (B, K, H)
+        return self.causal_lm.lm_head(hidden), hidden
+
+    def evaluate_actions(self, input_ids, attention_mask, pixel_values, action_tokens, temperature: float = 1.0,
+                         detach_value_input: bool = True) -> ActionEvaluation:
+        """Log-probs, entropies and values of stored `action_tokens` (B, 7), with gradients.
+
+        Uses the same action-token mask and temperature as `generate_actions` (fix 3), so for the
+        tokens a rollout sampled the log-probs agree with the rollout's.
+        """
+        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, pixel_values, action_tokens[:, :-1])
+        out = self.causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state[:, -ACTION_DIM:]  # (B, 7, H): the states that predict each action token
+        log_probs = torch.log_softmax(self._action_logits(hidden, temperature), dim=-1)  # (B, 7, 256)
+        columns = action_tokens - self._action_ids[0]
+        logprobs = log_probs.gather(-1, columns.unsqueeze(-1)).squeeze(-1)  # (B, 7)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)  # (B, 7)
+        return ActionEvaluation(logprobs, entropy, self._values(hidden[:, 0], detach_value_input))
+
+    @torch.no_grad()
+    def generate_actions(self, input_ids, attention_mask, pixel_values, temperature: float = 1.0,
+                         greedy: bool = False, generator: torch.Generator | None = None) -> ActionSample:
+        """Sample (or argmax) the 7 action tokens with a KV cache, batched over padded prompts.
+
+        Fix 1: the attention mask grows with every cached step and position ids continue from each row's
+        own count of real tokens, so the cached steps ignore padding too.
+        Fix 3: the returned log-probs are those of the exact distribution sampled from.
+        """
+        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, pixel_values)
+        lm = self.causal_lm
+        out = lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True)
+        hidden = out.last_hidden_state[:, -1]  # (B, H): last prompt token
+        values = self._values(hidden, detach_input=True)
+        next_position = position_ids[:, -1:] + 1  # (B, 1)
+        tokens, logprobs = [], []
+        for step in range(ACTION_DIM):
+            log_probs = torch.log_softmax(self._action_logits(hidden, temperature), dim=-1)  # (B, 256)
+            if greedy:
+                column = log_probs.argmax(-1)
+            else:
+                column = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+            tokens.append(self._action_ids[column])
+            logprobs.append(log_probs.gather(-1, column[:, None]).squeeze(-1))
+            if step == ACTION_DIM - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = lm.model(
+                inputs_embeds=lm.get_input_embeddings()(tokens[-1][:, None]), attention_mask=mask,
+                position_ids=next_position, past_key_values=out.past_key_values, use_cache=True,
+            )
+            hidden = out.last_hidden_state[:, -1]
+            next_position = next_position + 1
+        return ActionSample(torch.stack(tokens, 1), torch.stack(logprobs, 1), values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoint reading and writing (the released layout)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _to_checkpoint_key(name: str) -> str:
+    return name.replace(".ls1.gamma", ".ls1.scale_factor").replace(".ls2.gamma", ".ls2.scale_factor")
+
+
+def _from_checkpoint_key(name: str) -> str:
+    return name.replace(".ls1.scale_factor", ".ls1.gamma").replace(".ls2.scale_factor", ".ls2.gamma")
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        return [directory / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = directory / "model.safetensors"
+    if single.exists():
+        return [single]
+    raise OpenVLAError(f"{directory} holds no model.safetensors or model.safetensors.index.json")
+
+
+def read_state_dict(directory: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a released-format checkpoint, under our module names, unused ones dropped."""
+    state = {}
+    for path in _weight_files(directory):
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            for key in f.keys():
+                if not key.startswith(UNUSED_CHECKPOINT_PREFIXES):
+                    state[_from_checkpoint_key(key)] = f.get_tensor(key)
+    return state
+
+
+def _load_strict(model: OpenVLAForActionPrediction, state: dict[str, torch.Tensor]) -> None:
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("value_head.")}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors: {', '.join(_to_checkpoint_key(k) for k in missing[:5])}"
+                         + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append(f"unexpected tensors: {', '.join(_to_checkpoint_key(k) for k in unexpected[:5])}"
+                         + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""))
+        raise OpenVLAError("checkpoint does not match the OpenVLA architecture in its config.json: " + "; ".join(parts))
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise OpenVLAError(f"tensor {_to_checkpoint_key(key)} has shape {tuple(tensor.shape)}, "
+                               f"the config implies {tuple(expected[key].shape)}")
+    model.load_state_dict(state, strict=False, assign=True)
+
+
+def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedTokenizerBase, directory: str | Path,
+                    dtype: torch.dtype = torch.bfloat16, max_shard_bytes: int = 4 * 2**30,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a full checkpoint in the released layout (config.json with norm_stats, sharded safetensors
+    with the released key names, tokenizer files), atomically: a temporary directory renamed at the end.
+
+    A LoRA model is saved merged. `extra_tensors` are written as they are (released key names).
+    """
+    directory = Path(directory)
+    lm = model.language_model
+    state = {}
+    with contextlib.ExitStack() as stack:
+        if hasattr(lm, "merge_adapter"):
+            lm.merge_adapter()
+            stack.callback(lm.unmerge_adapter)
+        for name, tensor in model.causal_lm.state_dict().items():
+            if "lora_" not in name and "base_layer" not in name:
+                state["language_model." + name] = tensor
+            elif name.endswith("base_layer.weight") or name.endswith("base_layer.bias"):
+                state["language_model." + name.replace(".base_layer", "")] = tensor
+        for prefix, module in (("vision_backbone.", model.vision_backbone), ("projector.", model.projector)):
+            for name, tensor in module.state_dict().items():
+                state[_to_checkpoint_key(prefix + name)] = tensor
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state.items()}
+    state.update(extra_tensors or {})
+    # Llama ties nothing in OpenVLA: lm_head and embed_tokens are separate tensors.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent if directory.parent.exists() else None))
+    try:
+        shards, current, size = [], {}, 0
+        for key in sorted(state):
+            nbytes = state[key].numel() * state[key].element_size()
+            if current and size + nbytes > max_shard_bytes:
+                shards.append(current)
+                current, size = {}, 0
+            current[key] = state[key]
+            size += nbytes
+        shards.append(current)
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, fname))
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        (tmp / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+        )
+        config = model.config.to_dict()
+        config.update({"architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
+                       "torch_dtype": str(dtype).removeprefix("torch.")})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(str(tmp))
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading: path resolution, dtype, 4-bit, LoRA, gradient checkpointing, adapters
+# ---------------------------------------------------------------------------------------------------
+
+
+def resolve_vla_path(vla_path: str) -> Path:
+    """`tiny` -> the cached tiny checkpoint (made on first use); a directory -> itself; else a hub id."""
+    if vla_path == "tiny":
+        return ensure_tiny_openvla()
+    path = Path(vla_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise OpenVLAError(f"{path} has no config.json: pass an OpenVLA checkpoint directory")
+        return path
+    if path.exists() or vla_path.startswith((".", "/", "~")) or vla_path.count("/") != 1:
+        raise OpenVLAError(f"checkpoint path {vla_path!r} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(vla_path, allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model"]))
+    except Exception as err:  # offline, unknown repo, no permission: all end the same way for the user
+        raise OpenVLAError(
+            f"could not fetch {vla_path!r} from the Hugging Face hub ({type(err).__name__}); download it where you "
+            f"have internet (`hf download {vla_path} --local-dir openvla-7b`) and pass --vla-path ./openvla-7b"
+        ) from None
+
+
+def read_config(directory: str | Path) -> OpenVLAConfig:
+    return OpenVLAConfig.from_dict(json.loads((Path(directory) / "config.json").read_text()))
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model (peft). Defaults: the blog's / RL4VLA's r=32 on all LM linear layers."""
+
+    rank: int = 32
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+def _quantize_language_model_4bit(lm: LlamaForCausalLM, compute_dtype: torch.dtype) -> None:
+    """Swap every linear layer of the Llama decoder for a bitsandbytes NF4 one (lm_head stays as is)."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise OpenVLAError("--load-in-4bit needs bitsandbytes: pip install bitsandbytes") from None
+    for parent in list(lm.model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=compute_dtype, quant_type="nf4", device="meta")
+                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, quant_type="nf4")
+                if child.bias is not None:
+                    q.bias = nn.Parameter(child.bias.data, requires_grad=False)
+                setattr(parent, name, q)
+
+
+def _pick_attention(requested: str | None, device: torch.device, dtype: torch.dtype) -> str:
+    if requested:
+        return requested
+    try:
+        import flash_attn  # noqa: F401
+
+        return "flash_attention_2" if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) else "sdpa"
+    except ImportError:
+        return "sdpa"
+
+
+def load_vla(
+    vla_path: str,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    load_in_4bit: bool = False,
+    lora: LoraSettings | None = None,
+    adapter_path: str | Path | None = None,
+    trainable_adapter: bool = True,
+    with_value_head: bool = False,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
+) -> tuple[OpenVLAForActionPrediction, OpenVLAProcessor]:
+    """Load an OpenVLA checkpoint (hub id, local directory, or "tiny") -> (model, processor).
+
+    Without LoRA every parameter is trainable (full fine-tuning, for small models). With `lora` or
+    `adapter_path`, only the LoRA weights (fp32) and the value head are: the vision backbone,
+    projector and base LM are frozen. `load_in_4bit` quantises the LM's decoder linear layers to NF4
+    (vision, projector, embeddings, lm_head and value head stay in `dtype`).
+    """
+    directory = resolve_vla_path(vla_path)
+    device = torch.device(device)
+    if load_in_4bit and lora is None and adapter_path is None:
+        raise OpenVLAError("--load-in-4bit needs LoRA: 4-bit base weights cannot be trained directly")
+    config = read_config(directory)
+    with torch.device("meta"):
+        model = OpenVLAForActionPrediction(config, with_value_head=False)
+    _load_strict(model, read_state_dict(directory, "cpu"))
+    model.causal_lm.model.rotary_emb = type(model.causal_lm.model.rotary_emb)(config=model.causal_lm.config)
+    model._action_ids = torch.arange(config.action_token_ids.start, config.base_vocab_size)
+    model.to(dtype)
+    model.causal_lm.config._attn_implementation = _pick_attention(attn_implementation, device, dtype)
+    if load_in_4bit:
+        _quantize_language_model_4bit(model.causal_lm, compute_dtype=dtype)
+    if with_value_head:
+        model.value_head = ValueHead(config.llama_config().hidden_size)  # fp32, fresh unless loaded below
+    model.to(device)
+    if lora is not None or adapter_path is not None:
+        _attach_lora(model, lora, adapter_path, trainable_adapter)
+    if gradient_checkpointing:
+        model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    tokenizer = LlamaTokenizer.from_pretrained(str(directory))  # OpenVLA is Llama-2 only
+    return model, OpenVLAProcessor(tokenizer, image_size=config.image_sizes[0])
+
+
+def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, adapter_path, trainable: bool) -> None:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if adapter_path is not None:
+        adapter_path = Path(adapter_path)
+        if not (adapter_path / "adapter_config.json").exists():
+            raise OpenVLAError(f"{adapter_path} holds no LoRA adapter (adapter_config.json)")
+        model.language_model = PeftModel.from_pretrained(model.language_model, str(adapter_path), is_trainable=trainable)
+        head_file = adapter_path / ADAPTER_VALUE_HEAD_FILE
+        if model.value_head is not None and head_file.exists():
+            with safe_open(str(head_file), framework="pt", device="cpu") as f:
+                model.value_head.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    else:
+        peft_config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=lora.target_modules, init_lora_weights="gaussian")
+        model.language_model = get_peft_model(model.language_model, peft_config)
+    for p in model.language_model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights in fp32 (the blog's setup), whatever the base dtype
+    if model.value_head is not None:
+        model.value_head.requires_grad_(True)
+
+
+def save_adapter(model: OpenVLAForActionPrediction, directory: str | Path, base_path: str) -> None:
+    """Write the LoRA adapter (peft format) and the value head into `directory` (which must exist)."""
+    directory = Path(directory)
+    lm = model.language_model
+    if not hasattr(lm, "save_pretrained") or not hasattr(lm, "peft_config"):
+        raise OpenVLAError("save_adapter needs a model loaded with LoRA")
+    lm.peft_config["default"].base_model_name_or_path = base_path
+    lm.save_pretrained(str(directory))
+    if model.value_head is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
+                  str(directory / ADAPTER_VALUE_HEAD_FILE))
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that training changes (LoRA + value head, or all), detached copies on the CPU."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiny checkpoints (tests, offline experiments)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _tiny_tokenizer(base_vocab_size: int = 32000) -> PreTrainedTokenizerBase:
+    """A Llama-2-layout BPE tokenizer: <unk>/<s>/</s> = 0/1/2, byte tokens 3..258, "▁" at 29871,
+    rare single characters in the top 256 ids (the action tokens), `<PAD>` = 32000 added on top.
+
+    Its merges are learnt from the words our tasks use, so prompts tokenise into real sub-words.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    words = (
+        "in what action should the robot take to put place move pick lift push the a an on onto into in top of "
+        "green red blue yellow orange purple white black cube block box towel cloth plate dish bowl carrot spoon "
+        "eggplant basket table yellow stack it and then out sink drawer open close cup"
+    )
+    corpus = [PROMPT_TEMPLATE.format(instruction=f"put the {a} {b} on the {c}")
+              for a in words.split()[20:28] for b in ("cube", "block") for c in ("towel", "plate", "cloth")]
+    corpus += [words] * 4
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)  # no merges across words
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"],
+                                                        show_progress=False))
+    learnt = sorted(bpe.get_vocab().items(), key=lambda kv: kv[1])
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{b:02X}>": 3 + b for b in range(256)}
+    for piece, _ in learnt:
+        if piece not in vocab and piece != "▁":
+            vocab[piece] = len(vocab)
+    filler = (chr(c) for c in range(0x4E00, 0x4E00 + base_vocab_size))  # CJK ideographs, as rare as Llama's
+    while len(vocab) < base_vocab_size:
+        if len(vocab) == ACTION_PREFIX_TOKEN_ID:
+            vocab["▁"] = ACTION_PREFIX_TOKEN_ID
+            continue
+        piece = next(filler)
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in json.loads(bpe.to_str())["model"]["merges"]]
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=False,
+                               legacy=False)
+    tokenizer.add_special_tokens({"pad_token": "<PAD>"})
+    assert tokenizer.pad_token_id == base_vocab_size and tokenizer.convert_ids_to_tokens(ACTION_PREFIX_TOKEN_ID) == "▁"
+    return tokenizer
+
+
+TINY_SIZES: dict[str, Any] = {
+    "dino": {"embed_dim": 32, "depth": 3, "num_heads": 2},
+    "siglip": {"embed_dim": 48, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0},
+    "llm": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 4},
+}
+
+
+def make_tiny_openvla(directory: str | Path, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
+    """Write a small random OpenVLA checkpoint in exactly the released layout.
+
+    Same files (config.json with `norm_stats`, `model-0000i-of-0000n.safetensors` + index, tokenizer files),
+    same tensor names (incl. `ls1.scale_factor` and SigLIP's unused `attn_pool.*`), same vocabulary
+    layout (32000 + `<PAD>` padded to 32064 rows, action tokens at 31744..31999); only the widths and
+    depths differ (`sizes`, default `TINY_SIZES`: ~10 MB). `norm_stats` holds a `bridge_orig` entry and
+    our built-in tasks' `panda_tabletop`.
+    """
+    sizes = {**TINY_SIZES, **(sizes or {})}
+    ids = OpenVLAConfig().timm_model_ids
+    config = OpenVLAConfig(
+        timm_model_kwargs=[dict(sizes["dino"]), dict(sizes["siglip"])],
+        text_config={"model_type": "llama", "pad_token_id": 32000, "vocab_size": 32064, **sizes["llm"]},
+        norm_stats={"bridge_orig": BRIDGE_NORM_STATS, BUILTIN_NORM_KEY: BUILTIN_NORM_STATS},
+        extra={"arch_specifier": "no-align+fused-gelu-mlp", "image_resize_strategy": "resize-naive",
+               "llm_backbone_id": "llama2-7b-pure", "vision_backbone_id": "dinosiglip-vit-so-224px",
+               "hf_llm_id": "meta-llama/Llama-2-7b-hf", "llm_max_length": 2048, "pad_token_id": 32000,
+               "output_projector_states": False, "timm_override_act_layers": [None, None]},
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = OpenVLAForActionPrediction(config)
+        # The released file also holds SigLIP's pooling head; write one so the layout is complete.
+        pooled = timm.create_model(ids[1], pretrained=False, num_classes=0, img_size=224, **sizes["siglip"])
+        extra = {f"vision_backbone.fused_featurizer.{k}": v.to(torch.bfloat16).contiguous()
+                 for k, v in pooled.state_dict().items() if k.startswith("attn_pool.")}
+    Path(directory).parent.mkdir(parents=True, exist_ok=True)
+    # Three shards, like the released checkpoint, so the sharded-index path is what tests exercise.
+    total = sum(p.numel() for p in model.parameters()) * 2
+    return save_pretrained(model, _tiny_tokenizer(), directory, max_shard_bytes=math.ceil(total / 3) + 1,
+                           extra_tensors=extra)
+
+
+def ensure_tiny_openvla(seed: int = 0) -> Path:
+    """The checkpoint behind `--vla-path tiny`: made once under TINY_CACHE_DIR, then reused."""
+    directory = TINY_CACHE_DIR / f"tiny-openvla-seed{seed}"
+    if not (directory / "config.json").exists():
+        print(f"[openvla_patch] writing a tiny random OpenVLA checkpoint to {directory} (delete it any time)")
+        try:
+            make_tiny_openvla(directory, seed=seed)
+        except OSError:
+            if not (directory / "config.json").exists():  # another rank may have written it meanwhile
+                raise
+    return directory
+
+
+if __name__ == "__main__":  # the tiny generate demo: python openvla_patch.py
+    torch.manual_seed(0)
+    vla, processor = load_vla("tiny", dtype=torch.float32)
+    frames = torch.randint(0, 256, (2, 224, 224, 3), dtype=torch.uint8)
+    ids, mask, pixels = processor(frames, ["put the green cube on the towel", "put the red cube on the plate"])
+    sample = vla.generate_actions(ids, mask, pixels)
+    stats = action_stats(vla.config, BUILTIN_NORM_KEY)
+    print("action tokens:", sample.tokens.tolist())
+    print("log-probs:", sample.logprobs.sum(-1).tolist())
+    print("actions:", tokens_to_actions(sample.tokens, vla.config, stats).numpy().round(3).tolist())
