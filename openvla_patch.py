@@ -350,6 +350,7 @@ class ActionSample:
     tokens: torch.Tensor  # (B, 7) action token ids
     logprobs: torch.Tensor  # (B, 7) log-prob of each token under the sampling distribution (fp32)
     values: torch.Tensor | None  # (B,) value-head output at the last prompt token, None without a head
+    logits: torch.Tensor  # (B, 7, 256) tempered action logits each token was drawn from
 
 
 @dataclass
@@ -469,9 +470,10 @@ class OpenVLAForActionPrediction(nn.Module):
         hidden = out.last_hidden_state[:, -1]  # (B, H): last prompt token
         values = self._values(hidden, detach_input=True)
         next_position = position_ids[:, -1:] + 1  # (B, 1)
-        tokens, logprobs = [], []
+        tokens, logprobs, all_logits = [], [], []
         for step in range(ACTION_DIM):
-            log_probs = torch.log_softmax(self._action_logits(hidden, temperature), dim=-1)  # (B, 256)
+            all_logits.append(self._action_logits(hidden, temperature))  # (B, 256)
+            log_probs = torch.log_softmax(all_logits[-1], dim=-1)
             if greedy:
                 column = log_probs.argmax(-1)
             else:
@@ -487,7 +489,7 @@ class OpenVLAForActionPrediction(nn.Module):
             )
             hidden = out.last_hidden_state[:, -1]
             next_position = next_position + 1
-        return ActionSample(torch.stack(tokens, 1), torch.stack(logprobs, 1), values)
+        return ActionSample(torch.stack(tokens, 1), torch.stack(logprobs, 1), values, torch.stack(all_logits, 1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -514,34 +516,30 @@ def _weight_files(directory: Path) -> list[Path]:
 
 
 def read_state_dict(directory: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a released-format checkpoint, under our module names, unused ones dropped."""
+    """All tensors of a released-format checkpoint, under their released names, unused ones dropped."""
     state = {}
     for path in _weight_files(directory):
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             for key in f.keys():
                 if not key.startswith(UNUSED_CHECKPOINT_PREFIXES):
-                    state[_from_checkpoint_key(key)] = f.get_tensor(key)
+                    state[key] = f.get_tensor(key)
     return state
 
 
 def _load_strict(model: OpenVLAForActionPrediction, state: dict[str, torch.Tensor]) -> None:
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("value_head.")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors: {', '.join(_to_checkpoint_key(k) for k in missing[:5])}"
-                         + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-        if unexpected:
-            parts.append(f"unexpected tensors: {', '.join(_to_checkpoint_key(k) for k in unexpected[:5])}"
-                         + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""))
-        raise OpenVLAError("checkpoint does not match the OpenVLA architecture in its config.json: " + "; ".join(parts))
+    """Load released-name tensors into `model`; any missing, unexpected or mis-shaped tensor is an error."""
+    expected = {_to_checkpoint_key(k): v for k, v in model.state_dict().items() if not k.startswith("value_head.")}
+    problems = []
+    for label, names in (("missing", sorted(set(expected) - set(state))), ("unexpected", sorted(set(state) - set(expected)))):
+        if names:
+            more = f" (+{len(names) - 5} more)" if len(names) > 5 else ""
+            problems.append(f"{label} tensors: {', '.join(names[:5])}{more}")
+    if problems:
+        raise OpenVLAError("checkpoint does not match the OpenVLA architecture in its config.json: " + "; ".join(problems))
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise OpenVLAError(f"tensor {_to_checkpoint_key(key)} has shape {tuple(tensor.shape)}, "
-                               f"the config implies {tuple(expected[key].shape)}")
-    model.load_state_dict(state, strict=False, assign=True)
+            raise OpenVLAError(f"tensor {key} has shape {tuple(tensor.shape)}, the config implies {tuple(expected[key].shape)}")
+    model.load_state_dict({_from_checkpoint_key(k): v for k, v in state.items()}, strict=False, assign=True)
 
 
 def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedTokenizerBase, directory: str | Path,
