@@ -748,7 +748,7 @@ def save_adapter(model: OpenVLAForActionPrediction, directory: str | Path, base_
     if not hasattr(lm, "save_pretrained") or not hasattr(lm, "peft_config"):
         raise OpenVLAError("save_adapter needs a model loaded with LoRA")
     lm.peft_config["default"].base_model_name_or_path = base_path
-    lm.save_pretrained(str(directory))
+    lm.save_pretrained(str(directory), save_embedding_layers=False)  # LoRA only; no hub lookup of the base
     if model.value_head is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
                   str(directory / ADAPTER_VALUE_HEAD_FILE))

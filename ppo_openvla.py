@@ -1,0 +1,611 @@
+"""PPO fine-tuning of OpenVLA-7B in ManiSkill3, in one file (CleanRL style).
+
+Method. Every iteration each env runs one full episode (`num_steps` = 80 steps) with actions sampled
+from the policy: the image and instruction go through OpenVLA, which samples 7 action tokens (one per
+action dimension, only among the 256 action tokens, temperature 1, no top-k/top-p: the blog's fixes
+2 and 3, in `openvla_patch.py`), and a value head on the hidden state of the last prompt token estimates
+V(s). Token ids, their log-probs, values and rewards are stored. GAE (Schulman et al. 2016, eq. 16) turns
+rewards and values into advantages; then `update_epochs` passes over the batch in `num_minibatches`
+minibatches re-evaluate the stored tokens teacher-forced and take one optimizer step each on the clipped
+surrogate (PPO, Schulman et al. 2017, eq. 7) plus a value loss. Only LoRA adapters on the language model
+and the value head train.
+
+Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA finetuning with online RL"):
+1. The 7 action tokens of one step are one composite action: its log-prob is the sum of the 7 token
+   log-probs, so the ratio is exp(sum new - sum old), and the entropy bonus is the sum of the 7 per-token
+   entropies at the taken prefix (an unbiased estimate of the joint entropy).
+2. Episodes have a fixed length and every env resets together at the start of each iteration; the last
+   step is treated as terminal (no bootstrap), as in the blog and RL4VLA: the time limit is part of the task.
+3. Advantages are normalised over the whole rollout batch of all ranks, not per minibatch: the blog's
+   minibatches are only 12 samples per GPU, too few for stable per-minibatch statistics.
+4. The value head's input is detached (the blog's stop-grad, which it found essential); RL4VLA lets the
+   gradient through, available as `--value-head-grad` for ablation.
+5. Defaults follow RL4VLA where the blog is silent: LoRA lr 1e-4, value-head lr 3e-3 (separate Adam
+   groups), clip 0.2 for policy and value, 1 epoch, gradient-norm clip 10, no entropy bonus, no KL penalty.
+   The reward is the blog's per-step success indicator (`--reward sparse`) or RL4VLA's shaped potential.
+6. The blog used a learned success detector; our built-in tasks read success from the simulator.
+
+Launch:
+    # one GPU, the real model (needs internet once, or a local copy)
+    python ppo_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 24
+    # 8 GPUs on one node: 24 envs in all, 3 per rank (the blog's setting)
+    torchrun --nproc-per-node 8 ppo_openvla.py --vla-path openvla/openvla-7b --num-envs 24
+    # 2 nodes x 8 GPUs
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 ppo_openvla.py --num-envs 48
+    # CPU smoke run, offline: a tiny random OpenVLA in the released format
+    python ppo_openvla.py --vla-path tiny --num-envs 2 --num-steps 8 --num-iterations 2 --num-minibatches 2
+Resume: `--resume runs/<run>/checkpoints/iter_000010` (or the run directory: its newest checkpoint).
+Watch: `tensorboard --logdir runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import openvla_envs
+import openvla_patch as ovp
+
+# ---------------------------------------------------------------------------------------------------
+# Args
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Args:
+    exp_name: str = "ppo_openvla"
+    """name of this experiment (the run directory is <output-dir>/<env-id>__<exp-name>__<seed>__<time>)"""
+    seed: int = 1
+    """random seed; rank r uses seed + r"""
+    vla_path: str = "openvla/openvla-7b"
+    """OpenVLA checkpoint: a hub id, a local directory, or `tiny` (a small random one, made offline)"""
+    unnorm_key: str | None = None
+    """norm_stats key that turns action tokens into actions (default: panda_tabletop for the built-in
+    tasks, bridge_orig for the SimplerEnv ids)"""
+    env_id: str = "train"
+    """a built-in variant (train, red_cube, ...), OpenVLATabletop-v1, or a SimplerEnv Bridge id"""
+    env_backend: Literal["auto", "gpu", "cpu"] = "auto"
+    """ManiSkill GPU simulation, CPU physics in worker processes, or auto (GPU sim if GPU PhysX is installed)"""
+    num_envs: int = 24
+    """parallel environments, global (each of the world_size ranks runs num_envs / world_size)"""
+    num_steps: int = 80
+    """steps per episode = per iteration (each iteration is one full episode in every env)"""
+    num_iterations: int = 120
+    """training iterations (rollout + update)"""
+    num_minibatches: int = 20
+    """minibatches per epoch (each rank splits its num_steps x local envs samples into this many)"""
+    update_epochs: int = 1
+    """passes over the rollout batch per iteration"""
+    micro_batch_size: int = 0
+    """samples per forward/backward inside a minibatch, per rank (gradient accumulation); 0 = whole minibatch"""
+    learning_rate: float = 1e-4
+    """Adam learning rate of the LoRA weights"""
+    value_learning_rate: float = 3e-3
+    """Adam learning rate of the value head"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    clip_coef: float = 0.2
+    """PPO clip range of the ratio (and of the value change when clip_vloss)"""
+    clip_vloss: bool = True
+    """clip the value loss as in the PPO implementations"""
+    norm_adv: bool = True
+    """normalise advantages over the rollout batch (all ranks)"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    max_grad_norm: float = 10.0
+    """gradient-norm clip over all trainable parameters"""
+    target_kl: float | None = None
+    """stop the epoch's remaining minibatches once the approximate KL exceeds this (None: never)"""
+    temperature: float = 1.0
+    """sampling temperature of the rollout policy (the learning policy uses the same)"""
+    reward: Literal["sparse", "shaped"] = "sparse"
+    """sparse: per-step success indicator (the blog's); shaped: RL4VLA's grasp/hold/place potential"""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """weights of the base model: auto = bfloat16 on GPU, float32 on CPU"""
+    load_in_4bit: bool = False
+    """NF4-quantise the language model (bitsandbytes); LoRA weights stay fp32 (the blog's setup)"""
+    lora_rank: int = 32
+    """LoRA rank on every linear layer of the language model"""
+    lora_alpha: int = 16
+    """LoRA alpha"""
+    gradient_checkpointing: bool = False
+    """recompute LM activations in backward (less memory, ~30% slower updates)"""
+    value_head_grad: bool = False
+    """let the value loss's gradient into the LM (RL4VLA); default: stop-grad (the blog)"""
+    output_dir: str = "runs"
+    """where run directories (tensorboard events, checkpoints, videos) are created"""
+    eval_every: int = 10
+    """evaluate every this many iterations, and before training (0: never)"""
+    eval_episodes: int = 8
+    """greedy episodes per evaluated variant, global"""
+    eval_variants: list[str] = field(default_factory=list)
+    """variants evaluated besides env_id (e.g. unseen_target red_cube)"""
+    save_every: int = 10
+    """checkpoint every this many iterations (and always at the end)"""
+    resume: str | None = None
+    """continue exactly from a checkpoint directory (or a run directory: its newest checkpoint)"""
+    track: bool = False
+    """also log to Weights & Biases"""
+    wandb_project: str = "openvla-rl"
+    """W&B project (with --track)"""
+    deterministic: bool = False
+    """deterministic torch kernels (for exact-resume checks; slower)"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The algorithm's pieces (used by the loop below; functions only so tests can call them)
+# ---------------------------------------------------------------------------------------------------
+
+
+def compute_gae(rewards, values, gamma: float, gae_lambda: float):
+    """GAE (Schulman et al. 2016, eq. 16) for fixed-length episodes whose last step is terminal.
+    rewards, values: (T, N) -> advantages, returns: (T, N)."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        nextnonterminal = 0.0 if t == rewards.shape[0] - 1 else 1.0
+        nextvalues = values[t + 1] if t < rewards.shape[0] - 1 else torch.zeros_like(values[t])
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int) -> dict:
+    """`update_epochs` passes of `num_minibatches` clipped-PPO steps over `batch` (flat, this rank's samples):
+    obs (B, H, W, 3) uint8, input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs,
+    advantages, returns, values (B,). Returns the losses averaged over all minibatches."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    batch_size = batch["actions"].shape[0]
+    minibatch_size = batch_size // args.num_minibatches
+    micro = args.micro_batch_size or minibatch_size
+    stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
+    first_ratio = None
+    model.train()
+    for _epoch in range(args.update_epochs):
+        b_inds = torch.randperm(batch_size)
+        for start in range(0, batch_size, minibatch_size):
+            mb_inds = b_inds[start : start + minibatch_size]
+            optimizer.zero_grad(set_to_none=True)
+            mb_stats = {k: 0.0 for k in stats}
+            for mstart in range(0, minibatch_size, micro):
+                inds = mb_inds[mstart : mstart + micro]
+                weight = len(inds) / minibatch_size  # gradient accumulation: the minibatch mean
+                pixel_values = processor.process_images(batch["obs"][inds], dtype)  # (b, 6, 224, 224)
+                ev = model.evaluate_actions(batch["input_ids"][inds], batch["attention_mask"][inds], pixel_values,
+                                            batch["actions"][inds], temperature=args.temperature,
+                                            detach_value_input=not args.value_head_grad)
+                newlogprob = ev.logprobs.sum(-1)  # (b,) the composite action's log-prob (deviation 1)
+                logratio = newlogprob - batch["logprobs"][inds]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator (Schulman's blog)
+                    clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+                    if first_ratio is None:
+                        first_ratio = ratio.mean().item()  # must be 1: rollout policy == learning policy
+
+                mb_advantages = batch["advantages"][inds]
+                # PPO eq. 7: pessimistic bound of the unclipped and clipped surrogate
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                newvalue = ev.values
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - batch["returns"][inds]) ** 2
+                    v_clipped = batch["values"][inds] + torch.clamp(
+                        newvalue - batch["values"][inds], -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - batch["returns"][inds]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - batch["returns"][inds]) ** 2).mean()
+
+                entropy_loss = ev.entropy.sum(-1).mean()  # (deviation 1)
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                (loss * weight).backward()
+                for k, v in zip(stats, (pg_loss, v_loss, entropy_loss, approx_kl, clipfrac), strict=True):
+                    mb_stats[k] += v.item() * weight
+
+            if world_size > 1:  # DDP by hand: average the trainable gradients of all ranks in one message
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
+                flat = torch.cat([g.flatten() for g in grads])
+                dist.all_reduce(flat)
+                flat /= world_size
+                for p, g in zip(trainable, torch.split(flat, [g.numel() for g in grads]), strict=True):
+                    p.grad = g.view_as(p)
+            torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+            optimizer.step()
+            for k in stats:
+                stats[k].append(mb_stats[k])
+            if args.target_kl is not None and _mean_over_ranks(mb_stats["approx_kl"], world_size) > args.target_kl:
+                break
+    out = {k: float(np.mean(v)) for k, v in stats.items()}
+    out["first_ratio"] = first_ratio
+    return out
+
+
+def _mean_over_ranks(value: float, world_size: int) -> float:
+    if world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.item() / world_size
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints: LoRA adapter (peft format), value head, optimizer, RNG states of every rank, counters
+# ---------------------------------------------------------------------------------------------------
+
+CKPT_INFO = "openvla_rl.json"
+
+
+def rng_state(np_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+
+
+def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(state["python"])
+
+
+def save_checkpoint(run_dir: Path, args: Args, model, optimizer, iteration: int, global_step: int,
+                    rng_states: list[dict]) -> Path:
+    """Rank 0 only. Written under a temporary name, then renamed: a crash never leaves half a checkpoint."""
+    final = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ovp.save_adapter(model, tmp, base_path=args.vla_path)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_states, tmp / "rng_states.pt")
+    info = {"vla_path": args.vla_path, "unnorm_key": args.unnorm_key, "iteration": iteration,
+            "global_step": global_step, "world_size": len(rng_states), "args": asdict(args)}
+    (tmp / CKPT_INFO).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def find_checkpoint(path: str) -> Path:
+    """A checkpoint directory, or a run directory (-> its newest checkpoint); validated."""
+    p = Path(path)
+    if (p / "checkpoints").is_dir():
+        found = sorted(c for c in (p / "checkpoints").glob("iter_*") if not c.name.endswith(".tmp"))
+        if not found:
+            raise ovp.OpenVLAError(f"--resume {path}: the run has no finished checkpoint")
+        p = found[-1]
+    needed = [CKPT_INFO, "adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "rng_states.pt"]
+    missing = [f for f in needed if not (p / f).exists()]
+    if missing:
+        raise ovp.OpenVLAError(f"--resume {path}: not a checkpoint directory (missing {', '.join(missing)})")
+    return p
+
+
+def write_video(writer: SummaryWriter | None, path: Path, frames: list[np.ndarray], tag: str, step: int) -> None:
+    """Frames (H, W, 3) uint8 -> an mp4 on disk and an animated GIF in tensorboard's image tab."""
+    import io
+
+    import imageio.v3 as iio
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.stack(frames), fps=10, codec="libx264")
+    if writer is not None:
+        gif = io.BytesIO()
+        iio.imwrite(gif, np.stack(frames[::2]), extension=".gif", duration=200, loop=0)
+        h, w = frames[0].shape[:2]
+        image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif.getvalue())
+        writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, rank: int, world_size: int,
+             writer: SummaryWriter | None, run_dir: Path, step: int) -> dict[str, float]:
+    """Greedy episodes on fixed seeds per variant, split over ranks -> {"eval/<variant>/<metric>": value}."""
+    model.eval()
+    out = {}
+    for variant, envs in envs_by_variant.items():
+        local_episodes = max(1, -(-args.eval_episodes // world_size))
+        success_once, success_at_end, frames = [], [], []
+        for round_start in range(0, local_episodes, envs.num_envs):
+            seeds = [10**6 + rank * local_episodes + round_start + i for i in range(envs.num_envs)]
+            obs, instructions = envs.reset(seeds)
+            input_ids, attention_mask = processor.tokenize(instructions, device=obs.device)
+            for _ in range(args.num_steps):
+                if rank == 0 and round_start == 0:
+                    frames.append(obs[0].cpu().numpy())
+                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(obs, dtype),
+                                                temperature=args.temperature, greedy=True)
+                obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
+            n = min(envs.num_envs, local_episodes - round_start)
+            success_once.append(infos["success_once"][:n].float())
+            success_at_end.append(infos["success_at_end"][:n].float())
+        for name, values in (("success_once", success_once), ("success_at_end", success_at_end)):
+            out[f"eval/{variant}/{name}"] = _mean_over_ranks(torch.cat(values).mean().item(), world_size)
+        if rank == 0:
+            write_video(writer, run_dir / "videos" / f"{variant}_{step:09d}.mp4", frames, f"eval/{variant}/video", step)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> None:
+    # --- setup: DDP from torchrun's environment variables, seeding seed + rank --------------------------
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.num_envs % world_size:
+        raise ovp.OpenVLAError(f"--num-envs {args.num_envs} must be divisible by the number of ranks ({world_size})")
+    local_num_envs = args.num_envs // world_size
+    local_batch_size = args.num_steps * local_num_envs  # samples per rank per iteration
+    if local_batch_size % args.num_minibatches:
+        raise ovp.OpenVLAError(f"num_steps x num_envs / ranks = {local_batch_size} samples per rank must be divisible "
+                               f"by --num-minibatches {args.num_minibatches}")
+    if args.micro_batch_size and (local_batch_size // args.num_minibatches) % args.micro_batch_size:
+        raise ovp.OpenVLAError(f"the minibatch of {local_batch_size // args.num_minibatches} samples per rank must be "
+                               f"divisible by --micro-batch-size {args.micro_batch_size}")
+    _, _, robot = openvla_envs.resolve(args.env_id)  # unknown id / missing assets fail here, before loading 7B
+    for variant in args.eval_variants:
+        openvla_envs.resolve(variant)
+    if args.unnorm_key is None:
+        args.unnorm_key = ovp.BUILTIN_NORM_KEY if robot == "panda" else "bridge_orig"
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ovp.OpenVLAError("--track needs wandb: pip install wandb") from None
+
+    resume_dir = find_checkpoint(args.resume) if args.resume else None
+    if resume_dir is not None:
+        info = json.loads((resume_dir / CKPT_INFO).read_text())
+        if info["vla_path"] != args.vla_path:
+            raise ovp.OpenVLAError(f"--resume {args.resume} was trained from {info['vla_path']!r}, not "
+                                   f"--vla-path {args.vla_path!r}")
+        if info["world_size"] != world_size:
+            raise ovp.OpenVLAError(f"--resume {args.resume} ran on {info['world_size']} ranks; exact resume needs the same")
+        run_dir = resume_dir.parent.parent
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+
+    random.seed(args.seed + rank)
+    np_rng = np.random.default_rng(args.seed + rank)  # draws each iteration's env reset seeds
+    torch.manual_seed(args.seed + rank)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
+             "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+
+    # --- logger -------------------------------------------------------------------------------------
+    writer = None
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(run_dir))
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+        if args.track:
+            wandb.init(project=args.wandb_project, name=run_dir.name, config=asdict(args), sync_tensorboard=True)
+
+    # --- model and optimizer ----------------------------------------------------------------------------
+    model, processor = ovp.load_vla(
+        args.vla_path, device=device, dtype=dtype, load_in_4bit=args.load_in_4bit,
+        lora=None if resume_dir else ovp.LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
+        adapter_path=resume_dir, with_value_head=True, gradient_checkpointing=args.gradient_checkpointing,
+    )
+    stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
+    if world_size > 1:  # every rank starts from rank 0's LoRA init and value head
+        for p in model.parameters():
+            if p.requires_grad:
+                dist.broadcast(p.data, src=0)
+    lora_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
+    optimizer = torch.optim.Adam([
+        {"params": lora_params, "lr": args.learning_rate},
+        {"params": model.value_head.parameters(), "lr": args.value_learning_rate},
+    ], eps=1e-5)
+
+    start_iteration, global_step = 1, 0
+    if resume_dir is not None:
+        optimizer.load_state_dict(torch.load(resume_dir / "optimizer.pt", map_location=device))
+        set_rng_state(torch.load(resume_dir / "rng_states.pt", weights_only=False)[rank], np_rng)
+        start_iteration, global_step = info["iteration"] + 1, info["global_step"]
+
+    # --- envs -----------------------------------------------------------------------------------------
+    envs = openvla_envs.make_envs(args.env_id, local_num_envs, device=device, backend=args.env_backend,
+                                  reward=args.reward, max_episode_steps=args.num_steps)
+    eval_envs = {args.env_id: envs}
+    for variant in args.eval_variants:
+        if variant != args.env_id:
+            eval_envs[variant] = openvla_envs.make_envs(variant, local_num_envs, device=device, backend=args.env_backend,
+                                                        max_episode_steps=args.num_steps)
+
+    # --- storage (this rank's rollout) --------------------------------------------------------------------
+    T, N = args.num_steps, local_num_envs
+    obs = torch.zeros((T, N, 224, 224, 3), dtype=torch.uint8, device=device)
+    actions = torch.zeros((T, N, ovp.ACTION_DIM), dtype=torch.long, device=device)  # action token ids
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    dones = torch.zeros((T, N), device=device)
+    values = torch.zeros((T, N), device=device)
+
+    # SIGTERM / SIGINT: stop at the next safe point, save, exit 0 (preemptible clusters)
+    stop = {"requested": False}
+
+    def request_stop(signum, _frame):
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    def stop_requested() -> bool:
+        return _mean_over_ranks(float(stop["requested"]), world_size) > 0
+
+    def checkpoint(iteration: int, rng_states_this_rank: dict) -> None:
+        states = [None] * world_size
+        if world_size > 1:
+            dist.all_gather_object(states, rng_states_this_rank)
+        else:
+            states = [rng_states_this_rank]
+        if rank == 0:
+            path = save_checkpoint(run_dir, args, model, optimizer, iteration, global_step, states)
+            tqdm.write(f"saved {path}")
+
+    # --- loop -------------------------------------------------------------------------------------------
+    if args.eval_every and start_iteration == 1:
+        metrics = evaluate(args, model, processor, eval_envs, stats, dtype, rank, world_size, writer, run_dir, 0)
+        if writer:
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, 0)
+    bar = tqdm(range(start_iteration, args.num_iterations + 1), disable=rank != 0, desc="PPO", unit="it")
+    for iteration in bar:
+        iteration_rng = rng_state(np_rng)  # where this iteration starts: saved if it is interrupted
+        iteration_start = time.time()
+
+        # rollout: one full episode in every env, actions sampled from the current policy
+        model.eval()
+        env_seeds = np_rng.integers(0, 2**31 - 1, size=N).tolist()
+        next_obs, instructions = envs.reset(env_seeds)
+        input_ids, attention_mask = processor.tokenize(instructions, device=device)  # (N, L): fixed per episode
+        env_time = 0.0
+        interrupted = False
+        for step in range(T):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():
+                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs, dtype),
+                                                temperature=args.temperature)
+            actions[step] = sample.tokens  # (N, 7) token ids, not decoded actions: exactly what was sampled
+            logprobs[step] = sample.logprobs.sum(-1)  # (N,) composite action log-prob (deviation 1)
+            values[step] = sample.values
+            env_actions = ovp.tokens_to_actions(sample.tokens, model.config, stats)  # (N, 7) un-normalised
+            env_start = time.time()
+            next_obs, reward, done, infos = envs.step(env_actions)
+            env_time += time.time() - env_start
+            rewards[step] = reward
+            dones[step] = done.float()
+            if stop_requested():
+                interrupted = True
+                break
+        if interrupted:  # the rollout is dropped; resume redoes this iteration exactly
+            global_step -= (step + 1) * args.num_envs
+            checkpoint(iteration - 1, iteration_rng)
+            break
+        rollout_time = time.time() - iteration_start
+
+        # advantages: GAE over the episode, normalised over all ranks' samples
+        with torch.no_grad():
+            advantages, returns = compute_gae(rewards, values, args.gamma, args.gae_lambda)
+            if args.norm_adv:
+                moments = torch.stack([advantages.sum(), (advantages**2).sum(), torch.tensor(float(advantages.numel()),
+                                                                                             device=device)])
+                if world_size > 1:
+                    dist.all_reduce(moments)
+                mean = moments[0] / moments[2]
+                std = (moments[1] / moments[2] - mean**2).clamp_min(0).sqrt()
+                advantages = (advantages - mean) / (std + 1e-8)
+
+        # update
+        update_start = time.time()
+        batch = {
+            "obs": obs.reshape(-1, 224, 224, 3),
+            "input_ids": input_ids.repeat(T, 1),  # (T * N, L): sample t * N + n is env n at step t
+            "attention_mask": attention_mask.repeat(T, 1),
+            "actions": actions.reshape(-1, ovp.ACTION_DIM),
+            "logprobs": logprobs.reshape(-1),
+            "advantages": advantages.reshape(-1),
+            "returns": returns.reshape(-1),
+            "values": values.reshape(-1),
+        }
+        losses = ppo_update(args, model, processor, optimizer, batch, dtype, world_size)
+        update_time = time.time() - update_start
+
+        # log (metrics averaged over ranks; only rank 0 writes)
+        y_pred, y_true = values.reshape(-1), returns.reshape(-1)
+        var_y = y_true.var()
+        explained_var = float("nan") if var_y == 0 else (1 - (y_true - y_pred).var() / var_y).item()
+        metrics = {
+            "charts/success_once": infos["success_once"].float().mean().item(),
+            "charts/success_at_end": infos["success_at_end"].float().mean().item(),
+            "charts/episodic_return": infos["episodic_return"].mean().item(),
+            "losses/explained_variance": explained_var,
+            **{f"losses/{k}": v for k, v in losses.items()},
+        }
+        metrics = {k: _mean_over_ranks(v, world_size) for k, v in metrics.items()}
+        metrics.update({
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/SPS": T * args.num_envs / (time.time() - iteration_start),
+            "time/rollout_s": rollout_time,
+            "time/env_s": env_time,
+            "time/update_s": update_time,
+        })
+        if args.eval_every and iteration % args.eval_every == 0:
+            metrics.update(evaluate(args, model, processor, eval_envs, stats, dtype, rank, world_size, writer,
+                                    run_dir, global_step))
+        if writer:
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, global_step)
+            bar.set_postfix(success=f"{metrics['charts/success_once']:.2f}", ratio=f"{losses['first_ratio']:.4f}")
+
+        stopping = stop_requested()
+        if iteration % args.save_every == 0 or iteration == args.num_iterations or stopping:
+            checkpoint(iteration, rng_state(np_rng))
+        if stopping:
+            break
+
+    if world_size > 1:  # DDP sanity check: every rank must hold the same trainable weights
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters() if p.requires_grad]).sum()
+        sums = [None] * world_size
+        dist.all_gather_object(sums, checksum.item())
+        if len(set(sums)) != 1:
+            raise RuntimeError(f"trainable weights differ across ranks: {sums}")
+        if rank == 0:
+            print(f"trainable weights identical on {world_size} ranks")
+    for e in {id(e): e for e in eval_envs.values()}.values():
+        e.close()
+    if writer:
+        writer.close()
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        main(cli_args)
+    except (ovp.OpenVLAError, openvla_envs.MissingAssetsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # unknown env id / variant from openvla_envs.resolve
+        if "unknown env or variant" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,170 @@
+"""ppo_openvla.py: CPU smoke run, exact resume, 2-rank torchrun, the on-policy check, the update's direction."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import openvla_patch as ovp
+from ppo_openvla import Args, compute_gae, ppo_update
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2",
+         "--eval-every", "2", "--eval-episodes", "2", "--save-every", "1", "--deterministic", "--seed", "3"]
+LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_return", "charts/learning_rate",
+            "charts/SPS", "time/rollout_s", "time/update_s", "eval/train/success_once",
+            *(f"losses/{k}" for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
+                                      "explained_variance", "first_ratio"))}
+
+
+def run_script(args, cwd, launcher=(sys.executable,), timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([*launcher, str(ROOT / "ppo_openvla.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    acc = EventAccumulator(str(run_dir)).Reload()
+    return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}
+
+
+def trainable_files(ckpt: Path) -> dict[str, torch.Tensor]:
+    return {**load_file(ckpt / "adapter_model.safetensors"), **load_file(ckpt / "value_head.safetensors")}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ppo")
+    proc = run_script([*SMOKE, "--num-iterations", "2", "--output-dir", str(out / "runs")], cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir
+
+
+def test_smoke_logs_and_checkpoints(smoke_run):
+    logged = scalars(smoke_run)
+    assert LOG_KEYS <= set(logged), LOG_KEYS - set(logged)
+    # the on-policy check: the first minibatch's ratio is 1 in fp32 (blog fix 3)
+    assert all(abs(r - 1) < 1e-4 for r in logged["losses/first_ratio"])
+    ckpts = sorted((smoke_run / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["iter_000001", "iter_000002"]
+    info = json.loads((ckpts[-1] / "openvla_rl.json").read_text())
+    assert info["iteration"] == 2 and info["global_step"] == 2 * 2 * 4 and info["unnorm_key"] == "panda_tabletop"
+    assert list((smoke_run / "videos").glob("train_*.mp4"))
+    # the checkpoint loads back onto its base: same LoRA and value-head weights
+    model, _ = ovp.load_vla("tiny", dtype=torch.float32, adapter_path=ckpts[-1], with_value_head=True)
+    saved = load_file(ckpts[-1] / "value_head.safetensors")
+    assert all(torch.equal(model.value_head.state_dict()[k], v) for k, v in saved.items())
+    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # trained: LoRA B starts at zero
+
+
+def test_exact_resume(smoke_run, tmp_path):
+    """2 iterations straight == 1 iteration + resume + 1 more (LoRA and value head, bit for bit)."""
+    copy = tmp_path / smoke_run.name
+    shutil.copytree(smoke_run, copy)
+    shutil.rmtree(copy / "checkpoints" / "iter_000002")
+    proc = run_script([*SMOKE, "--num-iterations", "2", "--resume", str(copy / "checkpoints" / "iter_000001")],
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    straight = trainable_files(smoke_run / "checkpoints" / "iter_000002")
+    resumed = trainable_files(copy / "checkpoints" / "iter_000002")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # and the step after iteration 1 really changed the weights (the comparison is not vacuous)
+    first = trainable_files(smoke_run / "checkpoints" / "iter_000001")
+    assert any(not torch.equal(first[k], straight[k]) for k in first)
+
+
+def test_torchrun_two_ranks_stay_identical(tmp_path):
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517")
+    proc = run_script([*SMOKE, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(tmp_path / "runs")],
+                      cwd=tmp_path, launcher=launcher)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trainable weights identical on 2 ranks" in proc.stdout
+
+
+@pytest.mark.parametrize("bad_args, message", [
+    (["--env-id", "no_such_variant"], "unknown env or variant 'no_such_variant'"),
+    (["--num-minibatches", "3"], "must be divisible by --num-minibatches 3"),
+    (["--unnorm-key", "fractal"], "unknown unnorm_key 'fractal'; this checkpoint has: bridge_orig, panda_tabletop"),
+    (["--resume", "/nonexistent/ckpt"], "not a checkpoint directory"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, bad_args, message):
+    proc = run_script([*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args], cwd=tmp_path)
+    assert proc.returncode == 2
+    last_line = proc.stderr.strip().splitlines()[-1]  # libraries may warn above it, but no traceback
+    assert last_line.startswith("error: ") and message in last_line and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
+    ckpt = smoke_run / "checkpoints" / "iter_000001"
+    proc = run_script([*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], cwd=tmp_path)
+    assert proc.returncode == 2 and "was trained from 'tiny'" in proc.stderr
+
+
+# --- the update itself, on a fixed batch --------------------------------------------------------------------
+
+
+def test_gae_matches_hand_computation():
+    rewards = torch.tensor([[0.0], [1.0], [1.0]])
+    values = torch.tensor([[0.5], [0.2], [0.4]])
+    adv, ret = compute_gae(rewards, values, gamma=0.9, gae_lambda=0.8)
+    d2 = 1.0 - 0.4  # last step is terminal: no bootstrap
+    d1 = 1.0 + 0.9 * 0.4 - 0.2
+    d0 = 0.0 + 0.9 * 0.2 - 0.5
+    a1 = d1 + 0.72 * d2
+    assert torch.allclose(adv[:, 0], torch.tensor([d0 + 0.72 * a1, a1, d2]))
+    assert torch.allclose(ret, adv + values)
+
+
+def _fixed_batch(tiny_dir, advantages, **load_kwargs):
+    torch.manual_seed(0)
+    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=4),
+                                    with_value_head=True, **load_kwargs)
+    n = len(advantages)
+    images = torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8)
+    ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
+    sample = model.generate_actions(ids, mask, px)
+    batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
+             "logprobs": sample.logprobs.sum(-1), "values": sample.values,
+             "advantages": torch.tensor(advantages), "returns": sample.values + 1.0}
+    return model, processor, batch
+
+
+def _optimizer(model, lr, value_lr):
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
+    return torch.optim.Adam([{"params": lora, "lr": lr}, {"params": model.value_head.parameters(), "lr": value_lr}])
+
+
+def test_update_moves_logprobs_with_the_advantage_sign(tiny_dir):
+    model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
+    args = Args(num_minibatches=1, update_epochs=4, clip_coef=10.0, max_grad_norm=100.0)
+    opt = _optimizer(model, lr=3e-3, value_lr=0.0)
+    losses = ppo_update(args, model, processor, opt, batch, torch.float32, world_size=1)
+    assert abs(losses["first_ratio"] - 1) < 1e-4
+    with torch.no_grad():
+        px = processor.process_images(batch["obs"])
+        new = model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)
+    delta = new - batch["logprobs"]
+    assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
+
+
+@pytest.mark.parametrize("value_head_grad", [False, True])
+def test_value_loss_touches_only_the_head_when_detached(tiny_dir, value_head_grad):
+    model, processor, batch = _fixed_batch(tiny_dir, [0.0, 0.0, 0.0, 0.0])  # zero advantages: no policy gradient
+    args = Args(num_minibatches=1, ent_coef=0.0, value_head_grad=value_head_grad)
+    before = ovp.trainable_state_dict(model)
+    ppo_update(args, model, processor, _optimizer(model, lr=1e-3, value_lr=1e-3), batch, torch.float32, world_size=1)
+    after = ovp.trainable_state_dict(model)
+    head_changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("value_head."))
+    lora_changed = any(not torch.equal(before[k], after[k]) for k in before if "lora_" in k)
+    assert head_changed
+    assert lora_changed == value_head_grad
