@@ -660,6 +660,27 @@ def _quantize_language_model_4bit(lm: LlamaForCausalLM, compute_dtype: torch.dty
                 setattr(parent, name, q)
 
 
+def _rebuild_buffers(model: OpenVLAForActionPrediction) -> None:
+    """Recompute the non-persistent buffers (rotary frequencies, action ids) of a meta-built model."""
+    lm = model.causal_lm
+    device = lm.get_input_embeddings().weight.device
+    lm.model.rotary_emb = type(lm.model.rotary_emb)(config=lm.config).to(device)
+    model._action_ids = torch.arange(model.config.action_token_ids.start, model.config.base_vocab_size, device=device)
+
+
+def random_openvla(config: OpenVLAConfig, device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> OpenVLAForActionPrediction:
+    """A model of `config`'s sizes with N(0, 0.02) weights, built directly on `device` (for benchmarks
+    at 7B shapes: cost does not depend on the weight values)."""
+    with torch.device("meta"):
+        model = OpenVLAForActionPrediction(config)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    _rebuild_buffers(model)
+    return model.to(dtype)
+
+
 def _pick_attention(requested: str | None, device: torch.device, dtype: torch.dtype) -> str:
     if requested:
         return requested
@@ -696,11 +717,10 @@ def load_vla(
     if load_in_4bit and lora is None and adapter_path is None:
         raise OpenVLAError("--load-in-4bit needs LoRA: 4-bit base weights cannot be trained directly")
     config = read_config(directory)
-    with torch.device("meta"):
+    with torch.device("meta"):  # no random init of 7.5B parameters that the checkpoint overwrites
         model = OpenVLAForActionPrediction(config, with_value_head=False)
     _load_strict(model, read_state_dict(directory, "cpu"))
-    model.causal_lm.model.rotary_emb = type(model.causal_lm.model.rotary_emb)(config=model.causal_lm.config)
-    model._action_ids = torch.arange(config.action_token_ids.start, config.base_vocab_size)
+    _rebuild_buffers(model)
     model.to(dtype)
     model.causal_lm.config._attn_implementation = _pick_attention(attn_implementation, device, dtype)
     if load_in_4bit:
@@ -764,7 +784,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _tiny_tokenizer(base_vocab_size: int = 32000) -> PreTrainedTokenizerBase:
+def llama_layout_tokenizer(base_vocab_size: int = 32000) -> PreTrainedTokenizerBase:
     """A Llama-2-layout BPE tokenizer: <unk>/<s>/</s> = 0/1/2, byte tokens 3..258, "▁" at 29871,
     rare single characters in the top 256 ids (the action tokens), `<PAD>` = 32000 added on top.
 
@@ -844,7 +864,7 @@ def make_tiny_openvla(directory: str | Path, seed: int = 0, sizes: dict[str, Any
     Path(directory).parent.mkdir(parents=True, exist_ok=True)
     # Three shards, like the released checkpoint, so the sharded-index path is what tests exercise.
     total = sum(p.numel() for p in model.parameters()) * 2
-    return save_pretrained(model, _tiny_tokenizer(), directory, max_shard_bytes=math.ceil(total / 3) + 1,
+    return save_pretrained(model, llama_layout_tokenizer(), directory, max_shard_bytes=math.ceil(total / 3) + 1,
                            extra_tensors=extra)
 
 
