@@ -713,27 +713,49 @@ def load_vla(
     (vision, projector, embeddings, lm_head and value head stay in `dtype`).
     """
     directory = resolve_vla_path(vla_path)
-    device = torch.device(device)
-    if load_in_4bit and lora is None and adapter_path is None:
-        raise OpenVLAError("--load-in-4bit needs LoRA: 4-bit base weights cannot be trained directly")
     config = read_config(directory)
     with torch.device("meta"):  # no random init of 7.5B parameters that the checkpoint overwrites
         model = OpenVLAForActionPrediction(config, with_value_head=False)
     _load_strict(model, read_state_dict(directory, "cpu"))
     _rebuild_buffers(model)
+    model = prepare_model(model, device=device, dtype=dtype, load_in_4bit=load_in_4bit, lora=lora,
+                          adapter_path=adapter_path, trainable_adapter=trainable_adapter,
+                          with_value_head=with_value_head, gradient_checkpointing=gradient_checkpointing,
+                          attn_implementation=attn_implementation)
+    tokenizer = LlamaTokenizer.from_pretrained(str(directory))  # OpenVLA is Llama-2 only
+    return model, OpenVLAProcessor(tokenizer, image_size=config.image_sizes[0])
+
+
+def prepare_model(
+    model: OpenVLAForActionPrediction,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    load_in_4bit: bool = False,
+    lora: LoraSettings | None = None,
+    adapter_path: str | Path | None = None,
+    trainable_adapter: bool = True,
+    with_value_head: bool = False,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
+) -> OpenVLAForActionPrediction:
+    """The loading options of `load_vla`, applied to a model in memory (used by `load_vla`, and by
+    benchmarks on `random_openvla` models)."""
+    device = torch.device(device)
+    if load_in_4bit and lora is None and adapter_path is None:
+        raise OpenVLAError("--load-in-4bit needs LoRA: 4-bit base weights cannot be trained directly")
     model.to(dtype)
     model.causal_lm.config._attn_implementation = _pick_attention(attn_implementation, device, dtype)
     if load_in_4bit:
         _quantize_language_model_4bit(model.causal_lm, compute_dtype=dtype)
     if with_value_head:
-        model.value_head = ValueHead(config.llama_config().hidden_size)  # fp32, fresh unless loaded below
+        model.value_head = ValueHead(model.causal_lm.config.hidden_size)  # fp32, fresh unless loaded below
     model.to(device)
     if lora is not None or adapter_path is not None:
         _attach_lora(model, lora, adapter_path, trainable_adapter)
     if gradient_checkpointing:
         model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    tokenizer = LlamaTokenizer.from_pretrained(str(directory))  # OpenVLA is Llama-2 only
-    return model, OpenVLAProcessor(tokenizer, image_size=config.image_sizes[0])
+    return model
 
 
 def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, adapter_path, trainable: bool) -> None:
