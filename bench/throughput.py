@@ -161,8 +161,13 @@ def measure_rollout(args: Args, config, ceilings) -> list[dict]:
             flops = batch * (vision_flops(model) + lm_prefill_flops(model, tokens))
             floor = flops / (ceilings["matmul_tflops"] * 1e12) + 6 * lm_weight_bytes(model, bits) / (
                 ceilings["bandwidth_tbs"] * 1e12)
+            with torch.no_grad():  # where the time goes: vision tower + projector, and the whole prefill
+                vision = timed(partial(model.embed_images, px), args.repeats)
+                prefill = timed(partial(model.forward, ids, mask, px, ids[:, -1:]), args.repeats)
             row = {"quant": quant, "batch": batch, "ours_s": ours, "floor_s": floor, "ours_over_floor": ours / floor,
-                   "peak_gib": peak, "prompt_tokens": tokens}
+                   "vision_s": vision, "prefill_s": prefill, "decode_6_steps_s": ours - prefill,
+                   "prefill_floor_s": flops / (ceilings["matmul_tflops"] * 1e12), "peak_gib": peak,
+                   "prompt_tokens": tokens}
             if batch <= args.hf_loop_max_batch:
                 with torch.no_grad():
                     row["hf_loop_s"] = timed(partial(hf_loop, model, ids, mask, px), max(1, args.repeats // 2))
