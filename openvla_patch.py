@@ -744,6 +744,10 @@ def prepare_model(
     device = torch.device(device)
     if load_in_4bit and lora is None and adapter_path is None:
         raise OpenVLAError("--load-in-4bit needs LoRA: 4-bit base weights cannot be trained directly")
+    if device.type == "cuda":
+        # PyTorch's cuDNN attention fails at run time on SigLIP's head size 72 at batch 96 (seen on H100,
+        # torch 2.11); the flash / memory-efficient SDPA kernels handle every shape.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     model.to(dtype)
     model.causal_lm.config._attn_implementation = _pick_attention(attn_implementation, device, dtype)
     if load_in_4bit:
