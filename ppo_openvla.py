@@ -329,7 +329,7 @@ def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, 
         local_episodes = max(1, -(-args.eval_episodes // world_size))
         success_once, success_at_end, frames = [], [], []
         for round_start in range(0, local_episodes, envs.num_envs):
-            seeds = [10**6 + rank * local_episodes + round_start + i for i in range(envs.num_envs)]
+            seeds = [rank * local_episodes + round_start + i for i in range(envs.num_envs)]  # as eval_generalization.py
             obs, instructions = envs.reset(seeds)
             input_ids, attention_mask = processor.tokenize(instructions, device=obs.device)
             for _ in range(args.num_steps):

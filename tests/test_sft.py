@@ -1,0 +1,115 @@
+"""sft_openvla.py: scripted demos -> norm stats -> training loss falls -> a checkpoint every script loads."""
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NORM_KEY = "sft_test"
+
+
+def run_sft(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "sft_openvla.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def scalars(run_dir: Path, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    return [e.value for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_dir, tmp_path_factory):
+    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning, one eval."""
+    work = tmp_path_factory.mktemp("sft")
+    proc = run_sft("--vla-path", str(tiny_dir), "--variants", "train", "--demos-per-task", "2", "--num-envs", "2",
+                   "--episode-steps", "45", "--steps-after-success", "2", "--expert-noise", "0.02",
+                   "--demos-path", "demos.npz", "--output-dir", "ckpt", "--norm-key", NORM_KEY,
+                   "--max-steps", "24", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
+                   "--eval-every", "0", "--eval-episodes", "2", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, proc
+
+
+def test_demos_keep_only_successful_episodes_cut_after_success(sft_run):
+    work, proc = sft_run
+    with np.load(work / "demos.npz", allow_pickle=False) as demos:
+        starts, images, actions = demos["episode_starts"], demos["images"], demos["actions"]
+        assert len(demos["instructions"]) == 2 and list(demos["variants"]) == ["train", "train"]
+        assert set(demos["instructions"]) == {"put the green cube on the towel"}
+        assert starts[0] == 0 and starts[-1] == len(actions) == len(images) == len(demos["episode_index"])
+        assert (demos["episode_index"][starts[1] :] == 1).all() and (demos["episode_index"][: starts[1]] == 0).all()
+    assert images.dtype == np.uint8 and images.shape[1:] == (224, 224, 3) and actions.shape[1:] == (7,)
+    # stored up to the first success + 2 steps: shorter than the 45-step episode, and the gripper closed
+    # (grasp) then opened again (release) in every episode
+    lengths = np.diff(starts)
+    assert (lengths < 45).all()
+    for s, e in zip(starts[:-1], starts[1:], strict=True):
+        assert (actions[s:e, 6] == -1).any() and actions[e - 1, 6] == 1
+    assert "kept 2 successful" in proc.stdout
+
+
+def test_training_loss_falls_and_eval_is_logged(sft_run):
+    work, _ = sft_run
+    (run_dir,) = (work / "runs").iterdir()
+    losses = scalars(run_dir, "losses/train_loss")
+    assert len(losses) == 6
+    assert losses[-1] < losses[0] - 1.0, losses  # starts near ln(32064) = 10.4 for a random model
+    accuracy = scalars(run_dir, "charts/action_accuracy")
+    assert all(0 <= a <= 1 for a in accuracy)
+    (success,) = scalars(run_dir, "eval/train/success_once")
+    assert 0 <= success <= 1
+
+
+def test_checkpoint_loads_with_new_unnorm_key_and_demo_quantiles(sft_run, tiny_dir):
+    from openvla_patch import action_stats, load_vla, read_config
+
+    work, _ = sft_run
+    with np.load(work / "demos.npz", allow_pickle=False) as demos:
+        actions = demos["actions"]
+    model, processor = load_vla(str(work / "ckpt"), dtype=torch.float32)
+    stats = action_stats(model.config, NORM_KEY)
+    np.testing.assert_allclose(stats["q01"].numpy(), np.quantile(actions, 0.01, axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats["q99"].numpy(), np.quantile(actions, 0.99, axis=0), rtol=1e-6, atol=1e-7)
+    assert stats["mask"].tolist() == [True] * 6 + [False]
+    # the original keys survive, so the checkpoint still decodes the built-in tasks' raw actions
+    assert set(read_config(tiny_dir).norm_stats) < set(model.config.norm_stats)
+    # and the weights are the trained ones, not the tiny model's
+    base, _ = load_vla(str(tiny_dir), dtype=torch.float32)
+    assert not torch.equal(base.projector.fc1.weight, model.projector.fc1.weight)
+
+
+def test_augment_crops_and_jitters_deterministically():
+    from sft_openvla import augment
+
+    images = torch.randint(0, 256, (3, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = augment(images, torch.Generator().manual_seed(1))
+    b = augment(images, torch.Generator().manual_seed(1))
+    assert a.dtype == torch.uint8 and a.shape == images.shape
+    assert torch.equal(a, b) and not torch.equal(a, images)
+    # a flat grey image stays flat under crop + brightness/contrast/saturation jitter
+    grey = torch.full((2, 224, 224, 3), 128, dtype=torch.uint8)
+    out = augment(grey, torch.Generator().manual_seed(2))
+    assert (out.float().std(dim=(1, 2, 3)) < 1).all()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--variants", "train", "no_such_variant"], "unknown variant(s) no_such_variant"),
+    (["--demos-per-task", "0", "--demos-path", "missing.npz"], "no demonstrations file"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, capsys):
+    # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sft_openvla.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "sft_openvla.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
