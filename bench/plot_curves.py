@@ -1,0 +1,54 @@
+"""Success curves of RL runs from their tensorboard events -> one PNG (and the numbers as JSON).
+
+    python bench/plot_curves.py --runs runs/learning/ppo/*/ --out runs/learning/eval/ppo_curve.png
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+KEYS = ("charts/success_once", "eval/train/success_once")
+
+
+@dataclass
+class Args:
+    runs: list[str]
+    """run directories (each holds tensorboard event files)"""
+    out: str = "curve.png"
+    """the PNG to write (the curves' numbers go beside it as .json)"""
+
+
+def main(args: Args) -> None:
+    curves = {}
+    for run in args.runs:
+        acc = EventAccumulator(run).Reload()
+        for key in KEYS:
+            if key in acc.Tags()["scalars"]:
+                curves[f"{Path(run).name}: {key}"] = [(e.step, e.value) for e in acc.Scalars(key)]
+    if not curves:
+        raise SystemExit(f"error: no {' or '.join(KEYS)} in {args.runs}")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="o" if "eval" in label else None, label=label)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(curves, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
