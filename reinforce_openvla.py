@@ -1,0 +1,560 @@
+"""REINFORCE fine-tuning of OpenVLA-7B in ManiSkill3, in one file (CleanRL style).
+
+Method (the blog's first algorithm; Williams 1992). Every iteration each env runs one full episode
+(`num_steps` = 80 steps) with actions sampled from the policy: the image and instruction go through
+OpenVLA, which samples 7 action tokens (one per action dimension, only among the 256 action tokens,
+temperature 1, no top-k/top-p: the blog's fixes 2 and 3, in `openvla_patch.py`). Token ids, their
+log-probs and rewards are stored. Each step is labelled with its discounted return
+G_t = sum_k gamma^k r_{t+k} (to the end of the fixed-length episode); the policy gradient
+sum_t (G_t - b) grad log pi(a_t | s_t) is accumulated over the whole rollout batch (num_steps x num_envs
+samples, in micro-batches) and ONE optimizer step is taken per iteration. No value head: only the LoRA
+adapters on the language model train.
+
+Deviations from REINFORCE as usually written, and from the blog (Haonan Yu, "OpenVLA finetuning with online RL"):
+1. The 7 action tokens of one step are one composite action: its log-prob is the sum of the 7 token
+   log-probs, and the entropy bonus (off by default) is the sum of the 7 per-token entropies at the taken
+   prefix (an unbiased estimate of the joint entropy).
+2. Episodes have a fixed length and every env resets together at the start of each iteration; the last
+   step is terminal (the time limit is part of the task, as in the blog and RL4VLA).
+3. Baseline: on by default (`--baseline`), the mean return over the whole rollout batch of all ranks is
+   subtracted. The blog does not say whether it used one. Why on: with the sparse success reward
+   (r in {0, 1}) every return is >= 0, so without a baseline every sampled action of a successful episode
+   is pushed up and nothing is ever pushed down, and the gradient's size follows the success rate: the
+   variance is large. A constant baseline changes the expected gradient only by the O(1/batch) term of each
+   sample's own return inside the mean, negligible at 80 x 24 samples.
+   Return normalisation (`--normalize-returns`: also divide by the batch std, all ranks) is off by
+   default: with one optimizer step per iteration the std division would rescale the step size
+   iteration by iteration (large steps exactly when the returns barely differ); Adam already makes the
+   step size roughly invariant to the reward's scale. Turn it on for the shaped reward if the gradient
+   norm clip dominates.
+4. Defaults follow RL4VLA's PPO where the blog is silent: LoRA lr 1e-4, gradient-norm clip 10, gamma 0.99,
+   no entropy bonus. The reward is the blog's per-step success indicator (`--reward sparse`) or RL4VLA's
+   shaped potential. The blog used a learned success detector; our built-in tasks read success from the
+   simulator.
+5. `losses/first_ratio` (mean exp(new - old log-prob) over the first micro-batch, before the step) must be
+   1: the on-policy check that the teacher-forced re-evaluation reproduces the rollout's log-probs
+   (blog fix 3). REINFORCE has no ratio in its loss: the gradient of the ratio at 1 is the score function.
+
+Launch:
+    # one GPU, the real model (needs internet once, or a local copy)
+    python reinforce_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 24
+    # 8 GPUs on one node: 24 envs in all, 3 per rank (the blog's setting)
+    torchrun --nproc-per-node 8 reinforce_openvla.py --vla-path openvla/openvla-7b --num-envs 24
+    # 2 nodes x 8 GPUs
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 reinforce_openvla.py --num-envs 48
+    # CPU smoke run, offline: a tiny random OpenVLA in the released format
+    python reinforce_openvla.py --vla-path tiny --num-envs 2 --num-steps 8 --num-iterations 2
+Resume: `--resume runs/<run>/checkpoints/iter_000010` (or the run directory: its newest checkpoint).
+Watch: `tensorboard --logdir runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import openvla_envs
+import openvla_patch as ovp
+
+# ---------------------------------------------------------------------------------------------------
+# Args
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Args:
+    exp_name: str = "reinforce_openvla"
+    """name of this experiment (the run directory is <output-dir>/<env-id>__<exp-name>__<seed>__<time>)"""
+    seed: int = 1
+    """random seed; rank r uses seed + r"""
+    vla_path: str = "openvla/openvla-7b"
+    """OpenVLA checkpoint: a hub id, a local directory, or `tiny` (a small random one, made offline)"""
+    unnorm_key: str | None = None
+    """norm_stats key that turns action tokens into actions (default: panda_tabletop for the built-in
+    tasks, bridge_orig for the SimplerEnv ids)"""
+    env_id: str = "train"
+    """a built-in variant (train, red_cube, ...), OpenVLATabletop-v1, or a SimplerEnv Bridge id"""
+    env_backend: Literal["auto", "gpu", "cpu"] = "auto"
+    """ManiSkill GPU simulation, CPU physics in worker processes, or auto (GPU sim if GPU PhysX is installed)"""
+    num_envs: int = 24
+    """parallel environments, global (each of the world_size ranks runs num_envs / world_size)"""
+    num_steps: int = 80
+    """steps per episode = per iteration (each iteration is one full episode in every env)"""
+    num_iterations: int = 120
+    """training iterations (rollout + one optimizer step)"""
+    micro_batch_size: int = 12
+    """samples per forward/backward, per rank: the gradient of the rollout's num_steps x local envs samples
+    is accumulated over micro-batches of this size (memory only: the same gradient up to rounding); 0 = all at once"""
+    learning_rate: float = 1e-4
+    """Adam learning rate of the LoRA weights"""
+    gamma: float = 0.99
+    """discount factor of the returns G_t"""
+    baseline: bool = True
+    """subtract the batch-mean return (all ranks) from every return (deviation 3)"""
+    normalize_returns: bool = False
+    """also divide by the batch std of the returns (all ranks) (deviation 3)"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    max_grad_norm: float = 10.0
+    """gradient-norm clip over all trainable parameters"""
+    temperature: float = 1.0
+    """sampling temperature of the rollout policy (the learning policy uses the same)"""
+    reward: Literal["sparse", "shaped"] = "sparse"
+    """sparse: per-step success indicator (the blog's); shaped: RL4VLA's grasp/hold/place potential"""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """weights of the base model: auto = bfloat16 on GPU, float32 on CPU"""
+    load_in_4bit: bool = False
+    """NF4-quantise the language model (bitsandbytes); LoRA weights stay fp32 (the blog's setup)"""
+    lora_rank: int = 32
+    """LoRA rank on every linear layer of the language model"""
+    lora_alpha: int = 16
+    """LoRA alpha"""
+    gradient_checkpointing: bool = False
+    """recompute LM activations in backward (less memory, ~30% slower updates)"""
+    output_dir: str = "runs"
+    """where run directories (tensorboard events, checkpoints, videos) are created"""
+    eval_every: int = 10
+    """evaluate every this many iterations, and before training (0: never)"""
+    eval_episodes: int = 8
+    """greedy episodes per evaluated variant, global"""
+    eval_variants: list[str] = field(default_factory=list)
+    """variants evaluated besides env_id (e.g. unseen_target red_cube)"""
+    save_every: int = 10
+    """checkpoint every this many iterations (and always at the end)"""
+    resume: str | None = None
+    """continue exactly from a checkpoint directory (or a run directory: its newest checkpoint)"""
+    track: bool = False
+    """also log to Weights & Biases"""
+    wandb_project: str = "openvla-rl"
+    """W&B project (with --track)"""
+    deterministic: bool = False
+    """deterministic torch kernels (for exact-resume checks; slower)"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The algorithm's pieces (used by the loop below; functions only so tests can call them)
+# ---------------------------------------------------------------------------------------------------
+
+
+def discounted_returns(rewards, gamma: float):
+    """G_t = sum_k gamma^k r_{t+k} to the end of fixed-length episodes whose last step is terminal.
+    rewards: (T, N) -> returns: (T, N)."""
+    returns = torch.zeros_like(rewards)
+    next_return = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        returns[t] = next_return = rewards[t] + gamma * next_return
+    return returns
+
+
+def reinforce_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int) -> dict:
+    """ONE optimizer step on the REINFORCE loss -mean(advantage * log pi(a|s)) over `batch` (flat, this rank's
+    samples; the gradient is accumulated over micro-batches and averaged over ranks): obs (B, H, W, 3) uint8,
+    input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs, advantages (B,) (the returns after
+    the baseline / normalisation). Returns the losses over the batch and the on-policy check."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    batch_size = batch["actions"].shape[0]
+    micro = args.micro_batch_size or batch_size
+    stats = {k: 0.0 for k in ("policy_loss", "entropy", "approx_kl")}
+    first_ratio = None
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    for start in range(0, batch_size, micro):
+        inds = torch.arange(start, min(start + micro, batch_size))
+        weight = len(inds) / batch_size  # gradient accumulation: the mean over the whole rollout batch
+        pixel_values = processor.process_images(batch["obs"][inds], dtype)  # (b, 6, 224, 224)
+        ev = model.evaluate_actions(batch["input_ids"][inds], batch["attention_mask"][inds], pixel_values,
+                                    batch["actions"][inds], temperature=args.temperature)
+        newlogprob = ev.logprobs.sum(-1)  # (b,) the composite action's log-prob (deviation 1)
+        with torch.no_grad():
+            logratio = newlogprob - batch["logprobs"][inds]
+            approx_kl = ((logratio.exp() - 1) - logratio).mean()  # k3 estimator: ~0 on-policy
+            if first_ratio is None:
+                first_ratio = logratio.exp().mean().item()  # must be 1: rollout policy == learning policy
+
+        # the score-function estimator: grad of -A log pi = -A grad log pi (Williams 1992)
+        pg_loss = -(batch["advantages"][inds] * newlogprob).mean()
+        entropy_loss = ev.entropy.sum(-1).mean()  # (deviation 1)
+        loss = pg_loss - args.ent_coef * entropy_loss
+        (loss * weight).backward()
+        for k, v in zip(stats, (pg_loss, entropy_loss, approx_kl), strict=True):
+            stats[k] += v.item() * weight
+
+    if world_size > 1:  # DDP by hand: average the trainable gradients of all ranks in one message
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= world_size
+        for p, g in zip(trainable, torch.split(flat, [g.numel() for g in grads]), strict=True):
+            p.grad = g.view_as(p)
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+    optimizer.step()  # the only one of this iteration
+    return {**stats, "grad_norm": grad_norm.item(), "first_ratio": first_ratio}
+
+
+def _mean_over_ranks(value: float, world_size: int) -> float:
+    if world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.item() / world_size
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints: LoRA adapter (peft format; no value head), optimizer, RNG states of every rank, counters
+# ---------------------------------------------------------------------------------------------------
+
+CKPT_INFO = "openvla_rl.json"
+
+
+def rng_state(np_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+
+
+def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(state["python"])
+
+
+def save_checkpoint(run_dir: Path, args: Args, model, optimizer, iteration: int, global_step: int,
+                    rng_states: list[dict]) -> Path:
+    """Rank 0 only. Written under a temporary name, then renamed: a crash never leaves half a checkpoint."""
+    final = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ovp.save_adapter(model, tmp, base_path=args.vla_path)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_states, tmp / "rng_states.pt")
+    info = {"vla_path": args.vla_path, "unnorm_key": args.unnorm_key, "iteration": iteration,
+            "global_step": global_step, "world_size": len(rng_states), "args": asdict(args)}
+    (tmp / CKPT_INFO).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def find_checkpoint(path: str) -> Path:
+    """A checkpoint directory, or a run directory (-> its newest checkpoint); validated."""
+    p = Path(path)
+    if (p / "checkpoints").is_dir():
+        found = sorted(c for c in (p / "checkpoints").glob("iter_*") if not c.name.endswith(".tmp"))
+        if not found:
+            raise ovp.OpenVLAError(f"--resume {path}: the run has no finished checkpoint")
+        p = found[-1]
+    needed = [CKPT_INFO, "adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "rng_states.pt"]
+    missing = [f for f in needed if not (p / f).exists()]
+    if missing:
+        raise ovp.OpenVLAError(f"--resume {path}: not a checkpoint directory (missing {', '.join(missing)})")
+    return p
+
+
+def write_video(writer: SummaryWriter | None, path: Path, frames: list[np.ndarray], tag: str, step: int) -> None:
+    """Frames (H, W, 3) uint8 -> an mp4 on disk and an animated GIF in tensorboard's image tab."""
+    import io
+
+    import imageio.v3 as iio
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.stack(frames), fps=10, codec="libx264")
+    if writer is not None:
+        gif = io.BytesIO()
+        iio.imwrite(gif, np.stack(frames[::2]), extension=".gif", duration=200, loop=0)
+        h, w = frames[0].shape[:2]
+        image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif.getvalue())
+        writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, rank: int, world_size: int,
+             writer: SummaryWriter | None, run_dir: Path, step: int) -> dict[str, float]:
+    """Greedy episodes on fixed seeds per variant, split over ranks -> {"eval/<variant>/<metric>": value}."""
+    model.eval()
+    out = {}
+    for variant, envs in envs_by_variant.items():
+        local_episodes = max(1, -(-args.eval_episodes // world_size))
+        success_once, success_at_end, frames = [], [], []
+        for round_start in range(0, local_episodes, envs.num_envs):
+            seeds = [10**6 + rank * local_episodes + round_start + i for i in range(envs.num_envs)]
+            obs, instructions = envs.reset(seeds)
+            input_ids, attention_mask = processor.tokenize(instructions, device=obs.device)
+            for _ in range(args.num_steps):
+                if rank == 0 and round_start == 0:
+                    frames.append(obs[0].cpu().numpy())
+                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(obs, dtype),
+                                                temperature=args.temperature, greedy=True)
+                obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
+            n = min(envs.num_envs, local_episodes - round_start)
+            success_once.append(infos["success_once"][:n].float())
+            success_at_end.append(infos["success_at_end"][:n].float())
+        for name, values in (("success_once", success_once), ("success_at_end", success_at_end)):
+            out[f"eval/{variant}/{name}"] = _mean_over_ranks(torch.cat(values).mean().item(), world_size)
+        if rank == 0:
+            write_video(writer, run_dir / "videos" / f"{variant}_{step:09d}.mp4", frames, f"eval/{variant}/video", step)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> None:
+    # --- setup: DDP from torchrun's environment variables, seeding seed + rank --------------------------
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.num_envs % world_size:
+        raise ovp.OpenVLAError(f"--num-envs {args.num_envs} must be divisible by the number of ranks ({world_size})")
+    local_num_envs = args.num_envs // world_size
+    if args.micro_batch_size < 0:
+        raise ovp.OpenVLAError(f"--micro-batch-size {args.micro_batch_size} must be >= 0 (0: the whole rollout batch)")
+    _, _, robot = openvla_envs.resolve(args.env_id)  # unknown id / missing assets fail here, before loading 7B
+    for variant in args.eval_variants:
+        openvla_envs.resolve(variant)
+    if args.unnorm_key is None:
+        args.unnorm_key = ovp.BUILTIN_NORM_KEY if robot == "panda" else "bridge_orig"
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ovp.OpenVLAError("--track needs wandb: pip install wandb") from None
+
+    resume_dir = find_checkpoint(args.resume) if args.resume else None
+    if resume_dir is not None:
+        info = json.loads((resume_dir / CKPT_INFO).read_text())
+        if info["vla_path"] != args.vla_path:
+            raise ovp.OpenVLAError(f"--resume {args.resume} was trained from {info['vla_path']!r}, not "
+                                   f"--vla-path {args.vla_path!r}")
+        if info["world_size"] != world_size:
+            raise ovp.OpenVLAError(f"--resume {args.resume} ran on {info['world_size']} ranks; exact resume needs the same")
+        run_dir = resume_dir.parent.parent
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+
+    random.seed(args.seed + rank)
+    np_rng = np.random.default_rng(args.seed + rank)  # draws each iteration's env reset seeds
+    torch.manual_seed(args.seed + rank)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
+             "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+
+    # --- logger -------------------------------------------------------------------------------------
+    writer = None
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(run_dir))
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+        if args.track:
+            wandb.init(project=args.wandb_project, name=run_dir.name, config=asdict(args), sync_tensorboard=True)
+
+    # --- model and optimizer ----------------------------------------------------------------------------
+    model, processor = ovp.load_vla(
+        args.vla_path, device=device, dtype=dtype, load_in_4bit=args.load_in_4bit,
+        lora=None if resume_dir else ovp.LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
+        adapter_path=resume_dir, with_value_head=False, gradient_checkpointing=args.gradient_checkpointing,
+    )  # no value head: REINFORCE learns no value, so the checkpoints hold the LoRA adapter only
+    stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
+    if world_size > 1:  # every rank starts from rank 0's LoRA init
+        for p in model.parameters():
+            if p.requires_grad:
+                dist.broadcast(p.data, src=0)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
+
+    start_iteration, global_step = 1, 0
+    if resume_dir is not None:
+        optimizer.load_state_dict(torch.load(resume_dir / "optimizer.pt", map_location=device))
+        set_rng_state(torch.load(resume_dir / "rng_states.pt", weights_only=False)[rank], np_rng)
+        start_iteration, global_step = info["iteration"] + 1, info["global_step"]
+
+    # --- envs -----------------------------------------------------------------------------------------
+    envs = openvla_envs.make_envs(args.env_id, local_num_envs, device=device, backend=args.env_backend,
+                                  reward=args.reward, max_episode_steps=args.num_steps)
+    eval_envs = {args.env_id: envs}
+    for variant in args.eval_variants:
+        if variant != args.env_id:
+            eval_envs[variant] = openvla_envs.make_envs(variant, local_num_envs, device=device, backend=args.env_backend,
+                                                        max_episode_steps=args.num_steps)
+
+    # --- storage (this rank's rollout) --------------------------------------------------------------------
+    T, N = args.num_steps, local_num_envs
+    obs = torch.zeros((T, N, 224, 224, 3), dtype=torch.uint8, device=device)
+    actions = torch.zeros((T, N, ovp.ACTION_DIM), dtype=torch.long, device=device)  # action token ids
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    dones = torch.zeros((T, N), device=device)
+
+    # SIGTERM / SIGINT: stop at the next safe point, save, exit 0 (preemptible clusters)
+    stop = {"requested": False}
+
+    def request_stop(signum, _frame):
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    def stop_requested() -> bool:
+        return _mean_over_ranks(float(stop["requested"]), world_size) > 0
+
+    def checkpoint(iteration: int, rng_states_this_rank: dict) -> None:
+        states = [None] * world_size
+        if world_size > 1:
+            dist.all_gather_object(states, rng_states_this_rank)
+        else:
+            states = [rng_states_this_rank]
+        if rank == 0:
+            path = save_checkpoint(run_dir, args, model, optimizer, iteration, global_step, states)
+            tqdm.write(f"saved {path}")
+
+    # --- loop -------------------------------------------------------------------------------------------
+    if args.eval_every and start_iteration == 1:
+        metrics = evaluate(args, model, processor, eval_envs, stats, dtype, rank, world_size, writer, run_dir, 0)
+        if writer:
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, 0)
+    bar = tqdm(range(start_iteration, args.num_iterations + 1), disable=rank != 0, desc="REINFORCE", unit="it")
+    for iteration in bar:
+        iteration_rng = rng_state(np_rng)  # where this iteration starts: saved if it is interrupted
+        iteration_start = time.time()
+
+        # rollout: one full episode in every env, actions sampled from the current policy
+        model.eval()
+        env_seeds = np_rng.integers(0, 2**31 - 1, size=N).tolist()
+        next_obs, instructions = envs.reset(env_seeds)
+        input_ids, attention_mask = processor.tokenize(instructions, device=device)  # (N, L): fixed per episode
+        env_time = 0.0
+        interrupted = False
+        for step in range(T):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():
+                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs, dtype),
+                                                temperature=args.temperature)
+            actions[step] = sample.tokens  # (N, 7) token ids, not decoded actions: exactly what was sampled
+            logprobs[step] = sample.logprobs.sum(-1)  # (N,) composite action log-prob (deviation 1)
+            env_actions = ovp.tokens_to_actions(sample.tokens, model.config, stats)  # (N, 7) un-normalised
+            env_start = time.time()
+            next_obs, reward, done, infos = envs.step(env_actions)
+            env_time += time.time() - env_start
+            rewards[step] = reward
+            dones[step] = done.float()
+            if stop_requested():
+                interrupted = True
+                break
+        if interrupted:  # the rollout is dropped; resume redoes this iteration exactly
+            global_step -= (step + 1) * args.num_envs
+            checkpoint(iteration - 1, iteration_rng)
+            break
+        rollout_time = time.time() - iteration_start
+
+        # advantages: discounted returns, minus the batch-mean return of all ranks (deviation 3)
+        with torch.no_grad():
+            returns = discounted_returns(rewards, args.gamma)  # (T, N)
+            moments = torch.stack([returns.sum(), (returns**2).sum(), torch.tensor(float(returns.numel()), device=device)])
+            if world_size > 1:
+                dist.all_reduce(moments)
+            mean = moments[0] / moments[2]
+            std = (moments[1] / moments[2] - mean**2).clamp_min(0).sqrt()
+            advantages = returns - mean if args.baseline else returns.clone()
+            if args.normalize_returns:
+                advantages = advantages / (std + 1e-8)
+
+        # update
+        update_start = time.time()
+        batch = {
+            "obs": obs.reshape(-1, 224, 224, 3),
+            "input_ids": input_ids.repeat(T, 1),  # (T * N, L): sample t * N + n is env n at step t
+            "attention_mask": attention_mask.repeat(T, 1),
+            "actions": actions.reshape(-1, ovp.ACTION_DIM),
+            "logprobs": logprobs.reshape(-1),
+            "advantages": advantages.reshape(-1),
+        }
+        losses = reinforce_update(args, model, processor, optimizer, batch, dtype, world_size)
+        update_time = time.time() - update_start
+
+        # log (metrics averaged over ranks; only rank 0 writes)
+        metrics = {
+            "charts/success_once": infos["success_once"].float().mean().item(),
+            "charts/success_at_end": infos["success_at_end"].float().mean().item(),
+            "charts/episodic_return": infos["episodic_return"].mean().item(),
+            **{f"losses/{k}": v for k, v in losses.items()},
+        }
+        metrics = {k: _mean_over_ranks(v, world_size) for k, v in metrics.items()}
+        metrics.update({
+            "charts/return_mean": mean.item(),  # the baseline: mean G_t over all ranks' samples
+            "charts/return_std": std.item(),
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/SPS": T * args.num_envs / (time.time() - iteration_start),
+            "time/rollout_s": rollout_time,
+            "time/env_s": env_time,
+            "time/update_s": update_time,
+        })
+        if args.eval_every and iteration % args.eval_every == 0:
+            metrics.update(evaluate(args, model, processor, eval_envs, stats, dtype, rank, world_size, writer,
+                                    run_dir, global_step))
+        if writer:
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, global_step)
+            bar.set_postfix(success=f"{metrics['charts/success_once']:.2f}", ratio=f"{losses['first_ratio']:.4f}")
+
+        stopping = stop_requested()
+        if iteration % args.save_every == 0 or iteration == args.num_iterations or stopping:
+            checkpoint(iteration, rng_state(np_rng))
+        if stopping:
+            break
+
+    if world_size > 1:  # DDP sanity check: every rank must hold the same trainable weights
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters() if p.requires_grad]).sum()
+        sums = [None] * world_size
+        dist.all_gather_object(sums, checksum.item())
+        if len(set(sums)) != 1:
+            raise RuntimeError(f"trainable weights differ across ranks: {sums}")
+        if rank == 0:
+            print(f"trainable weights identical on {world_size} ranks")
+    for e in {id(e): e for e in eval_envs.values()}.values():
+        e.close()
+    if writer:
+        writer.close()
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        main(cli_args)
+    except (ovp.OpenVLAError, openvla_envs.MissingAssetsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # unknown env id / variant from openvla_envs.resolve
+        if "unknown env or variant" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,171 @@
+"""reinforce_openvla.py: CPU smoke run, exact resume, 2-rank torchrun, discounted returns, one optimizer step
+per iteration, the update's direction."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import openvla_patch as ovp
+from reinforce_openvla import Args, discounted_returns, reinforce_update
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny random policy never succeeds in 4 steps: every return is 0 and so is the policy gradient. The
+# entropy bonus keeps the update non-zero, so that the exact-resume comparison is not vacuous.
+SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--ent-coef", "0.01", "--micro-batch-size", "3",
+         "--eval-every", "2", "--eval-episodes", "2", "--save-every", "1", "--deterministic", "--seed", "3"]
+LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_return", "charts/learning_rate",
+            "charts/SPS", "time/rollout_s", "time/update_s", "eval/train/success_once",
+            *(f"losses/{k}" for k in ("policy_loss", "entropy", "approx_kl", "first_ratio"))}
+
+
+def _command(args, launcher=(sys.executable,)):
+    return [*launcher, str(ROOT / "reinforce_openvla.py"), *args]
+
+
+_ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def run_script(args, cwd, launcher=(sys.executable,), timeout=600):
+    return subprocess.run(_command(args, launcher), cwd=cwd, env=_ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    acc = EventAccumulator(str(run_dir)).Reload()
+    return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(tmp_path_factory):
+    """The 2-rank run, started in the background beside the smoke run: each is mostly one busy process
+    waiting on env workers, so on 2 cores the pair takes little longer than one."""
+    out = tmp_path_factory.mktemp("torchrun")
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29527")
+    args = [*SMOKE, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(out / "runs")]
+    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
+        proc = subprocess.Popen(_command(args, launcher), cwd=out, env=_ENV, stdout=stdout, stderr=stderr,
+                                start_new_session=True)  # its own process group: ranks and env workers
+    yield proc, out
+    if proc.poll() is None:  # a failed or interrupted session: stop the launcher, its ranks and their workers
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, torchrun_run):
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_script([*SMOKE, "--num-iterations", "2", "--output-dir", str(out / "runs")], cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir
+
+
+def test_smoke_logs_and_checkpoints(smoke_run):
+    logged = scalars(smoke_run)
+    assert LOG_KEYS <= set(logged), LOG_KEYS - set(logged)
+    assert not {"losses/value_loss", "losses/explained_variance"} & set(logged)  # no value head, no value keys
+    # the on-policy check: the recomputed log-probs are the rollout's (blog fix 3)
+    assert all(abs(r - 1) < 1e-4 for r in logged["losses/first_ratio"])
+    ckpts = sorted((smoke_run / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["iter_000001", "iter_000002"]
+    assert not (ckpts[-1] / ovp.ADAPTER_VALUE_HEAD_FILE).exists()
+    info = json.loads((ckpts[-1] / "openvla_rl.json").read_text())
+    assert info["iteration"] == 2 and info["global_step"] == 2 * 2 * 4
+    assert list((smoke_run / "videos").glob("train_*.mp4"))
+    # ONE optimizer step per iteration, although the 8 samples ran as 3 micro-batches: Adam counted 1, then 2
+    for ckpt, steps in zip(ckpts, (1, 2), strict=True):
+        opt = torch.load(ckpt / "optimizer.pt")
+        assert {float(s["step"]) for s in opt["state"].values()} == {steps}
+    # the checkpoint loads back onto its base, without a value head
+    model, _ = ovp.load_vla("tiny", dtype=torch.float32, adapter_path=ckpts[-1])
+    assert model.value_head is None
+    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # trained: LoRA B starts at zero
+
+
+def test_exact_resume(smoke_run, tmp_path):
+    """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
+    copy = tmp_path / smoke_run.name
+    shutil.copytree(smoke_run, copy)
+    shutil.rmtree(copy / "checkpoints" / "iter_000002")
+    proc = run_script([*SMOKE, "--num-iterations", "2", "--resume", str(copy / "checkpoints" / "iter_000001")],
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    straight = load_file(smoke_run / "checkpoints" / "iter_000002" / "adapter_model.safetensors")
+    resumed = load_file(copy / "checkpoints" / "iter_000002" / "adapter_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # and the step after iteration 1 really changed the weights (the comparison is not vacuous)
+    first = load_file(smoke_run / "checkpoints" / "iter_000001" / "adapter_model.safetensors")
+    assert any(not torch.equal(first[k], straight[k]) for k in first)
+
+
+def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
+    proc, out = torchrun_run
+    returncode = proc.wait(timeout=600)
+    assert returncode == 0, (out / "stderr").read_text()[-3000:]
+    assert "trainable weights identical on 2 ranks" in (out / "stdout").read_text()
+
+
+# --- the pieces, on fixed data ---------------------------------------------------------------------------
+
+
+def test_discounted_returns_match_hand_computation():
+    rewards = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 0.0]])  # (T=3, N=2)
+    g = 0.9
+    expected = torch.tensor([[0 + g * 1 + g * g * 2, 1.0], [1 + g * 2, 0.0], [2.0, 0.0]])
+    assert torch.allclose(discounted_returns(rewards, g), expected)
+    assert torch.equal(discounted_returns(rewards, 1.0)[0], rewards.sum(0))  # gamma 1: the episode's sum
+
+
+def _fixed_batch(tiny_dir, advantages):
+    torch.manual_seed(0)
+    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=4))
+    n = len(advantages)
+    images = torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8)
+    ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
+    sample = model.generate_actions(ids, mask, px)
+    batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
+             "logprobs": sample.logprobs.sum(-1), "advantages": torch.tensor(advantages)}
+    return model, processor, batch
+
+
+def _new_logprobs(model, processor, batch):
+    with torch.no_grad():
+        px = processor.process_images(batch["obs"])
+        return model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)
+
+
+def test_update_is_one_step_in_the_advantage_direction(tiny_dir):
+    model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
+    args = Args(micro_batch_size=1, max_grad_norm=100.0)  # 4 micro-batches, still one optimizer step
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    steps = []
+    step = optimizer.step
+    optimizer.step = lambda *a, **k: (steps.append(1), step(*a, **k))[1]
+    losses = reinforce_update(args, model, processor, optimizer, batch, torch.float32, world_size=1)
+    assert len(steps) == 1
+    assert abs(losses["first_ratio"] - 1) < 1e-4 and abs(losses["approx_kl"]) < 1e-5
+    delta = _new_logprobs(model, processor, batch) - batch["logprobs"]
+    assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
+
+
+def test_micro_batches_only_split_the_gradient(tiny_dir):
+    """Accumulating over micro-batches of 1 gives the same step as one pass over the whole batch."""
+    after = []
+    for micro in (0, 1):
+        model, processor, batch = _fixed_batch(tiny_dir, [0.5, -1.0, 2.0])
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+        reinforce_update(Args(micro_batch_size=micro, max_grad_norm=1e9), model, processor, optimizer, batch,
+                         torch.float32, world_size=1)
+        after.append(ovp.trainable_state_dict(model))
+    assert any(v.abs().sum() > 0 for k, v in after[0].items() if "lora_B" in k)
+    assert all(torch.allclose(after[0][k], after[1][k], atol=1e-6) for k in after[0])
