@@ -400,10 +400,10 @@ if __name__ == "__main__":
             cursor, epoch = 0, epoch + 1
         mb_inds = permutation[cursor + rank * args.batch_size : cursor + (rank + 1) * args.batch_size]
         cursor += global_batch
-        images = demo_images[mb_inds]  # (B, 224, 224, 3) uint8
+        images = demo_images[mb_inds].to(device)  # (B, 224, 224, 3) uint8; augmented on the GPU when there is one
         if args.image_aug:
             images = augment(images, aug_generator)
-        input_ids, attention_mask, pixel_values = processor(images.to(device), [step_instructions[i] for i in mb_inds])
+        input_ids, attention_mask, pixel_values = processor(images, [step_instructions[i] for i in mb_inds])
         targets = targets_all[mb_inds].to(device)  # (B, 8)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and lora is None):
             logits, _ = ddp_model(input_ids, attention_mask, pixel_values, targets)  # (B, 8, V)

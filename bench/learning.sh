@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEARN_DIR=${LEARN_DIR:-runs/learning}
+REWARD=${REWARD:-sparse}  # sparse: the blog's success indicator; shaped: RL4VLA's grasp/hold/place potential
 mkdir -p "$LEARN_DIR"
 
 # Sizes: a 64-wide, 4-layer Llama and two 96-wide, 4-block vision towers (~5.6M parameters, ~11 MB in
@@ -24,7 +25,7 @@ VARIANTS_EVAL="train unseen_target unseen_phrasing red_cube table_color distract
 if [ "${LEARN_SMOKE:-0}" = 1 ]; then
   DEMOS=2; SFT_STEPS=20; ENVS=2; EP=2; ITERS=2; STEPS=80; MINIB=4; EVAL_EVERY=1; VARIANTS_EVAL="train red_cube"
 else
-  DEMOS=120; SFT_STEPS=4000; ENVS=24; EP=24; ITERS=30; STEPS=80; MINIB=16; EVAL_EVERY=5
+  DEMOS=120; SFT_STEPS=3000; ENVS=24; EP=24; ITERS=${ITERS:-30}; STEPS=80; MINIB=16; EVAL_EVERY=5
 fi
 
 case "${1:-}" in
@@ -32,11 +33,11 @@ case "${1:-}" in
     python3 -c "import json, openvla_patch as o; o.make_tiny_openvla('$LEARN_DIR/small-random', seed=0, sizes=json.loads('''$SIZES'''))"
     python3 sft_openvla.py --vla-path "$LEARN_DIR/small-random" --variants $VARIANTS_SFT --demos-per-task $DEMOS \
       --expert-noise 0.1 --num-envs $ENVS --max-steps $SFT_STEPS --batch-size 64 --learning-rate 1e-3 \
-      --eval-every $((SFT_STEPS / 4)) --save-every $((SFT_STEPS / 4)) --eval-episodes $EP --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos \
+      --eval-every $((SFT_STEPS / 4)) --save-every $((SFT_STEPS / 6)) --eval-episodes $EP --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos \
       --output-dir "$LEARN_DIR/sft"
     ;;
   ppo)
-    python3 ppo_openvla.py --vla-path "$LEARN_DIR/sft" --unnorm-key sft_tabletop --env-id train \
+    python3 ppo_openvla.py --vla-path "$LEARN_DIR/sft" --unnorm-key sft_tabletop --env-id train --reward "$REWARD" \
       --num-envs $ENVS --num-steps $STEPS --num-iterations $ITERS --num-minibatches $MINIB \
       --learning-rate 3e-4 --lora-rank 16 --lora-alpha 32 --eval-every $EVAL_EVERY --eval-episodes $EP \
       --save-every $EVAL_EVERY --output-dir "$LEARN_DIR/ppo"
