@@ -311,7 +311,12 @@ if __name__ == "__main__":
             for i, frames in enumerate(videos):
                 video = output_dir / "videos" / ckpt.slug / f"{variant}_seed{args.seed + i}.mp4"
                 video.parent.mkdir(parents=True, exist_ok=True)
-                imageio.mimwrite(video, frames, fps=args.video_fps, macro_block_size=16)
+                try:
+                    import imageio_ffmpeg  # noqa: F401  (the mp4 encoder)
+
+                    imageio.mimwrite(video, frames, fps=args.video_fps, macro_block_size=16)
+                except ImportError:  # an image without ffmpeg: an animated GIF instead
+                    imageio.mimwrite(video.with_suffix(".gif"), frames, duration=1000 / args.video_fps, loop=0)
             file = cell_file(ckpt, variant)
             file.parent.mkdir(parents=True, exist_ok=True)
             tmp = file.with_suffix(".tmp")  # written whole, then renamed: a crash never leaves half a cell

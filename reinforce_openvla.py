@@ -275,7 +275,12 @@ def write_video(writer: SummaryWriter | None, path: Path, frames: list[np.ndarra
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, np.stack(frames), fps=10, codec="libx264")
+    try:
+        import imageio_ffmpeg  # noqa: F401  (the mp4 encoder)
+
+        iio.imwrite(path, np.stack(frames), fps=10, codec="libx264")
+    except ImportError:  # an image without ffmpeg (e.g. a minimal cluster one): an animated GIF instead
+        iio.imwrite(path.with_suffix(".gif"), np.stack(frames), extension=".gif", duration=100, loop=0)
     if writer is not None:
         gif = io.BytesIO()
         iio.imwrite(gif, np.stack(frames[::2]), extension=".gif", duration=200, loop=0)
