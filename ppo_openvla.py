@@ -245,7 +245,9 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
 def _mean_over_ranks(value: float, world_size: int) -> float:
     if world_size == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    # NCCL needs the tensor on this rank's own GPU (named explicitly: a library may move the current device)
+    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.item() / world_size
 
@@ -369,7 +371,10 @@ def main(args: Args) -> None:
     else:
         device = torch.device("cpu")
     if world_size > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)  # bound to this rank's GPU from the start
+        else:
+            dist.init_process_group("gloo")
     if args.num_envs % world_size:
         raise ovp.OpenVLAError(f"--num-envs {args.num_envs} must be divisible by the number of ranks ({world_size})")
     local_num_envs = args.num_envs // world_size
