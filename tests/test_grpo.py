@@ -2,24 +2,16 @@
 to the adapter-disabled reference, the update's direction, the group-size check."""
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from script_harness import assert_exact_resume, background, run_to_dir, scalars, torchrun
 
 import openvla_envs
 import openvla_patch as ovp
 from grpo_openvla import Args, group_advantages, group_seeds, grpo_update, main
 
-ROOT = Path(__file__).resolve().parents[1]
 # A tiny random policy never succeeds in 4 steps: all returns of a group are equal, so every advantage is 0.
 # The entropy bonus and the KL penalty (0 at the start, not after the first step) keep the update non-zero,
 # so that the exact-resume comparison is not vacuous; they also run the reference pass in the script.
@@ -31,20 +23,7 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
             *(f"losses/{k}" for k in ("policy_loss", "entropy", "approx_kl", "clipfrac", "first_ratio", "kl"))}
 
 
-def _command(args, launcher=(sys.executable,)):
-    return [*launcher, str(ROOT / "grpo_openvla.py"), *args]
-
-
-_ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-
-
-def run_script(args, cwd, launcher=(sys.executable,), timeout=600):
-    return subprocess.run(_command(args, launcher), cwd=cwd, env=_ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    acc = EventAccumulator(str(run_dir)).Reload()
-    return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}
+SCRIPT = "grpo_openvla.py"
 
 
 @pytest.fixture(scope="module")
@@ -52,24 +31,14 @@ def torchrun_run(tmp_path_factory):
     """The 2-rank run, started in the background beside the smoke run: each is mostly one busy process
     waiting on env workers, so on 2 cores the pair takes little longer than one."""
     out = tmp_path_factory.mktemp("torchrun")
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29537")
     args = [*SMOKE, "--num-envs", "4", "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(out / "runs")]
-    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
-        proc = subprocess.Popen(_command(args, launcher), cwd=out, env=_ENV, stdout=stdout, stderr=stderr,
-                                start_new_session=True)  # its own process group: ranks and env workers
-    yield proc, out
-    if proc.poll() is None:  # a failed or interrupted session: stop the launcher, its ranks and their workers
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with background(SCRIPT, args, out, torchrun(29537)) as proc:
+        yield proc, out
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, torchrun_run):
-    out = tmp_path_factory.mktemp("smoke")
-    proc = run_script([*SMOKE, "--num-iterations", "2", "--output-dir", str(out / "runs")], cwd=out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (out / "runs").iterdir()
-    return run_dir
+    return run_to_dir(SCRIPT, [*SMOKE, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
 
 
 def test_smoke_logs_and_checkpoints(smoke_run):
@@ -92,18 +61,7 @@ def test_smoke_logs_and_checkpoints(smoke_run):
 
 def test_exact_resume(smoke_run, tmp_path):
     """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
-    copy = tmp_path / smoke_run.name
-    shutil.copytree(smoke_run, copy)
-    shutil.rmtree(copy / "checkpoints" / "iter_000002")
-    proc = run_script([*SMOKE, "--num-iterations", "2", "--resume", str(copy / "checkpoints" / "iter_000001")],
-                      cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    straight = load_file(smoke_run / "checkpoints" / "iter_000002" / "adapter_model.safetensors")
-    resumed = load_file(copy / "checkpoints" / "iter_000002" / "adapter_model.safetensors")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    first = load_file(smoke_run / "checkpoints" / "iter_000001" / "adapter_model.safetensors")
-    assert any(not torch.equal(first[k], straight[k]) for k in first)  # not vacuous
+    assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path)
 
 
 def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):

@@ -1,21 +1,16 @@
 """ppo_openvla.py: CPU smoke run, exact resume, 2-rank torchrun, the on-policy check, the update's direction."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from script_harness import assert_exact_resume, run_script, run_to_dir, scalars, torchrun
 
 import openvla_patch as ovp
 from ppo_openvla import Args, compute_gae, ppo_update
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "ppo_openvla.py"
 SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2",
          "--eval-every", "2", "--eval-episodes", "2", "--save-every", "1", "--deterministic", "--seed", "3"]
 LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_return", "charts/learning_rate",
@@ -24,28 +19,9 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
                                       "explained_variance", "first_ratio"))}
 
 
-def run_script(args, cwd, launcher=(sys.executable,), timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([*launcher, str(ROOT / "ppo_openvla.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    acc = EventAccumulator(str(run_dir)).Reload()
-    return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}
-
-
-def trainable_files(ckpt: Path) -> dict[str, torch.Tensor]:
-    return {**load_file(ckpt / "adapter_model.safetensors"), **load_file(ckpt / "value_head.safetensors")}
-
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ppo")
-    proc = run_script([*SMOKE, "--num-iterations", "2", "--output-dir", str(out / "runs")], cwd=out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (out / "runs").iterdir()
-    return run_dir
+    return run_to_dir(SCRIPT, [*SMOKE, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
 
 
 def test_smoke_logs_and_checkpoints(smoke_run):
@@ -68,25 +44,12 @@ def test_smoke_logs_and_checkpoints(smoke_run):
 
 def test_exact_resume(smoke_run, tmp_path):
     """2 iterations straight == 1 iteration + resume + 1 more (LoRA and value head, bit for bit)."""
-    copy = tmp_path / smoke_run.name
-    shutil.copytree(smoke_run, copy)
-    shutil.rmtree(copy / "checkpoints" / "iter_000002")
-    proc = run_script([*SMOKE, "--num-iterations", "2", "--resume", str(copy / "checkpoints" / "iter_000001")],
-                      cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    straight = trainable_files(smoke_run / "checkpoints" / "iter_000002")
-    resumed = trainable_files(copy / "checkpoints" / "iter_000002")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    # and the step after iteration 1 really changed the weights (the comparison is not vacuous)
-    first = trainable_files(smoke_run / "checkpoints" / "iter_000001")
-    assert any(not torch.equal(first[k], straight[k]) for k in first)
+    assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path, files=("adapter_model.safetensors", "value_head.safetensors"))
 
 
 def test_torchrun_two_ranks_stay_identical(tmp_path):
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517")
-    proc = run_script([*SMOKE, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(tmp_path / "runs")],
-                      cwd=tmp_path, launcher=launcher)
+    proc = run_script(SCRIPT, [*SMOKE, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(tmp_path / "runs")],
+                      cwd=tmp_path, launcher=torchrun(29517))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trainable weights identical on 2 ranks" in proc.stdout
 
@@ -98,7 +61,7 @@ def test_torchrun_two_ranks_stay_identical(tmp_path):
     (["--resume", "/nonexistent/ckpt"], "not a checkpoint directory"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, bad_args, message):
-    proc = run_script([*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args], cwd=tmp_path)
+    proc = run_script(SCRIPT, [*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args], cwd=tmp_path)
     assert proc.returncode == 2
     last_line = proc.stderr.strip().splitlines()[-1]  # libraries may warn above it, but no traceback
     assert last_line.startswith("error: ") and message in last_line and "Traceback" not in proc.stderr, proc.stderr
@@ -106,7 +69,7 @@ def test_bad_input_one_line_exit_2(tmp_path, bad_args, message):
 
 def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
     ckpt = smoke_run / "checkpoints" / "iter_000001"
-    proc = run_script([*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], cwd=tmp_path)
+    proc = run_script(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], cwd=tmp_path)
     assert proc.returncode == 2 and "was trained from 'tiny'" in proc.stderr
 
 

@@ -2,22 +2,14 @@
 per iteration, the update's direction."""
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from script_harness import assert_exact_resume, background, run_to_dir, scalars, torchrun
 
 import openvla_patch as ovp
 from reinforce_openvla import Args, discounted_returns, reinforce_update
 
-ROOT = Path(__file__).resolve().parents[1]
 # A tiny random policy never succeeds in 4 steps: every return is 0 and so is the policy gradient. The
 # entropy bonus keeps the update non-zero, so that the exact-resume comparison is not vacuous.
 SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--ent-coef", "0.01", "--micro-batch-size", "3",
@@ -27,20 +19,7 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
             *(f"losses/{k}" for k in ("policy_loss", "entropy", "approx_kl", "first_ratio"))}
 
 
-def _command(args, launcher=(sys.executable,)):
-    return [*launcher, str(ROOT / "reinforce_openvla.py"), *args]
-
-
-_ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-
-
-def run_script(args, cwd, launcher=(sys.executable,), timeout=600):
-    return subprocess.run(_command(args, launcher), cwd=cwd, env=_ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    acc = EventAccumulator(str(run_dir)).Reload()
-    return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}
+SCRIPT = "reinforce_openvla.py"
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +27,14 @@ def torchrun_run(tmp_path_factory):
     """The 2-rank run, started in the background beside the smoke run: each is mostly one busy process
     waiting on env workers, so on 2 cores the pair takes little longer than one."""
     out = tmp_path_factory.mktemp("torchrun")
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29527")
     args = [*SMOKE, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(out / "runs")]
-    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
-        proc = subprocess.Popen(_command(args, launcher), cwd=out, env=_ENV, stdout=stdout, stderr=stderr,
-                                start_new_session=True)  # its own process group: ranks and env workers
-    yield proc, out
-    if proc.poll() is None:  # a failed or interrupted session: stop the launcher, its ranks and their workers
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with background(SCRIPT, args, out, torchrun(29527)) as proc:
+        yield proc, out
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, torchrun_run):
-    out = tmp_path_factory.mktemp("smoke")
-    proc = run_script([*SMOKE, "--num-iterations", "2", "--output-dir", str(out / "runs")], cwd=out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (out / "runs").iterdir()
-    return run_dir
+    return run_to_dir(SCRIPT, [*SMOKE, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
 
 
 def test_smoke_logs_and_checkpoints(smoke_run):
@@ -93,19 +62,7 @@ def test_smoke_logs_and_checkpoints(smoke_run):
 
 def test_exact_resume(smoke_run, tmp_path):
     """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
-    copy = tmp_path / smoke_run.name
-    shutil.copytree(smoke_run, copy)
-    shutil.rmtree(copy / "checkpoints" / "iter_000002")
-    proc = run_script([*SMOKE, "--num-iterations", "2", "--resume", str(copy / "checkpoints" / "iter_000001")],
-                      cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    straight = load_file(smoke_run / "checkpoints" / "iter_000002" / "adapter_model.safetensors")
-    resumed = load_file(copy / "checkpoints" / "iter_000002" / "adapter_model.safetensors")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    # and the step after iteration 1 really changed the weights (the comparison is not vacuous)
-    first = load_file(smoke_run / "checkpoints" / "iter_000001" / "adapter_model.safetensors")
-    assert any(not torch.equal(first[k], straight[k]) for k in first)
+    assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path)
 
 
 def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):

@@ -1,0 +1,82 @@
+"""What the tests of the three RL scripts share: running a script as a subprocess (in the foreground, or in
+the background in its own process group), reading its tensorboard scalars, and the exact-resume check."""
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+PYTHON = (sys.executable,)
+
+
+def torchrun(port: int) -> tuple[str, ...]:
+    """A 2-rank torchrun launcher on `port` (distinct per test file: files may run side by side)."""
+    return (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port))
+
+
+def command(script: str, args: list[str], launcher=PYTHON) -> list[str]:
+    return [*launcher, str(ROOT / script), *args]
+
+
+def run_script(script: str, args: list[str], cwd: Path, launcher=PYTHON, timeout: int = 600):
+    return subprocess.run(command(script, args, launcher), cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_to_dir(script: str, args: list[str], out: Path) -> Path:
+    """Run the script with `--output-dir out/runs`, require exit 0, return its (single) run directory."""
+    proc = run_script(script, [*args, "--output-dir", str(out / "runs")], cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir
+
+
+@contextlib.contextmanager
+def background(script: str, args: list[str], out: Path, launcher=PYTHON):
+    """Start the script in its own process group with stdout/stderr in `out`; kill the group on exit if it
+    still runs (ranks and env workers of a failed or interrupted session)."""
+    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
+        proc = subprocess.Popen(command(script, args, launcher), cwd=out, env=ENV, stdout=stdout, stderr=stderr,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    acc = EventAccumulator(str(run_dir)).Reload()
+    return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}
+
+
+def _trainable(ckpt: Path, files: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {f"{f}:{k}": v for f in files for k, v in load_file(ckpt / f).items()}
+
+
+def assert_exact_resume(script: str, smoke_args: list[str], smoke_run: Path, tmp_path: Path,
+                        files: tuple[str, ...] = ("adapter_model.safetensors",)) -> None:
+    """`smoke_run` ran 2 iterations straight with a checkpoint after each; 1 iteration + resume + 1 more must
+    give the same trainable weights bit for bit, and those must differ from iteration 1's."""
+    copy = tmp_path / smoke_run.name
+    shutil.copytree(smoke_run, copy)
+    shutil.rmtree(copy / "checkpoints" / "iter_000002")
+    proc = run_script(script, [*smoke_args, "--num-iterations", "2", "--resume",
+                               str(copy / "checkpoints" / "iter_000001")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    straight = _trainable(smoke_run / "checkpoints" / "iter_000002", files)
+    resumed = _trainable(copy / "checkpoints" / "iter_000002", files)
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    first = _trainable(smoke_run / "checkpoints" / "iter_000001", files)
+    assert any(not torch.equal(first[k], straight[k]) for k in first)  # the comparison is not vacuous
