@@ -2,6 +2,7 @@
 
     python bench/expert_success.py --episodes 100 --num-envs 16
     python bench/expert_success.py --variants train red_cube --episodes 20 --noise 0.3 --pause-prob 0.2
+    python bench/expert_success.py --no-render --episodes 100      # one env in-process, no camera: fast on a CPU
 
 Prints a table (success_once, success_at_end per variant) and, with --json, one JSON line.
 """
@@ -17,6 +18,41 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import openvla_envs  # noqa: E402
 
+
+def vectorised(name: str, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episodes through `make_envs` (rendered), `num_envs` at a time -> success_once, success_at_end."""
+    envs = openvla_envs.make_envs(name, args.num_envs, backend=args.backend, max_episode_steps=args.max_episode_steps)
+    once, end = [], []
+    for first in range(0, args.episodes, args.num_envs):
+        envs.reset([min(first + i, args.episodes - 1) for i in range(args.num_envs)])  # pad the last batch
+        for _ in range(args.max_episode_steps):
+            _, _, _, infos = envs.step(envs.expert_actions(args.noise, args.pause_prob))
+        keep = min(args.num_envs, args.episodes - first)
+        once.append(infos["success_once"][:keep].cpu())
+        end.append(infos["success_at_end"][:keep].cpu())
+    envs.close()
+    return torch.cat(once), torch.cat(end)
+
+
+def in_process(name: str, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episodes one at a time in this process with no camera (obs_mode='state'): the same task, expert and
+    success, fast on a CPU machine."""
+    import gymnasium as gym
+
+    env_id, kwargs, _ = openvla_envs.resolve(name)
+    env = gym.make(env_id, obs_mode="state", control_mode="pd_ee_delta_pose", sim_backend="physx_cpu", **kwargs)
+    once, end = [], []
+    for seed in range(args.episodes):
+        env.reset(seed=seed)
+        success = torch.zeros(args.max_episode_steps, dtype=torch.bool)
+        for t in range(args.max_episode_steps):
+            success[t] = bool(env.step(env.unwrapped.expert_action(args.noise, args.pause_prob))[-1]["success"])
+        once.append(success.any())
+        end.append(success[-1])
+    env.close()
+    return torch.stack(once), torch.stack(end)
+
+
 if __name__ == "__main__":  # the CPU back-end spawns workers that re-import this file
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -31,35 +67,18 @@ if __name__ == "__main__":  # the CPU back-end spawns workers that re-import thi
     parser.add_argument("--pause-prob", type=float, default=0.0, help="chance of a motionless step")
     parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-render", action="store_true",
+                        help="one env in this process with obs_mode='state' (no camera); the same expert and success")
     args = parser.parse_args()
 
     results = {}
     print(f"{'variant':<18} {'category':<10} {'success_once':>12} {'success_at_end':>14} {'time_s':>7}")
     for name in args.variants:
         start = time.perf_counter()
-        envs = openvla_envs.make_envs(
-            name, args.num_envs, backend=args.backend, max_episode_steps=args.max_episode_steps
-        )
-        once, end = [], []
-        for first in range(0, args.episodes, args.num_envs):
-            envs.reset(
-                [min(first + i, args.episodes - 1) for i in range(args.num_envs)]
-            )  # pad the last batch
-            for _ in range(args.max_episode_steps):
-                _, _, _, infos = envs.step(envs.expert_actions(args.noise, args.pause_prob))
-            keep = min(args.num_envs, args.episodes - first)
-            once.append(infos["success_once"][:keep])
-            end.append(infos["success_at_end"][:keep])
-        envs.close()
-        results[name] = {
-            "success_once": torch.cat(once).float().mean().item(),
-            "success_at_end": torch.cat(end).float().mean().item(),
-        }
-        print(
-            f"{name:<18} {openvla_envs.VARIANTS[name].category:<10} {results[name]['success_once']:>12.2f} "
-            f"{results[name]['success_at_end']:>14.2f} {time.perf_counter() - start:>7.0f}",
-            flush=True,
-        )
+        once, end = (in_process if args.no_render else vectorised)(name, args)  # (episodes,) bool each
+        results[name] = {"success_once": once.float().mean().item(), "success_at_end": end.float().mean().item()}
+        print(f"{name:<18} {openvla_envs.VARIANTS[name].category:<10} {results[name]['success_once']:>12.2f} "
+              f"{results[name]['success_at_end']:>14.2f} {time.perf_counter() - start:>7.0f}", flush=True)
     if args.json:
         print(
             json.dumps(
