@@ -12,6 +12,7 @@ from mani_skill.utils.geometry.rotation_conversions import euler_angles_to_matri
 from transforms3d.euler import euler2mat
 
 import openvla_envs as oe
+import openvla_patch as ovp
 
 SEED = 3
 
@@ -27,6 +28,10 @@ def test_panda_actions_are_the_controller_actions_clipped():
     assert out[1, 6] == 1.0  # 1 = open, passed through
     stats = oe.PANDA_NORM_STATS["panda_tabletop"]["action"]
     assert stats["q01"] == [-1.0] * 7 and stats["q99"] == [1.0] * 7 and stats["mask"] == [True] * 6 + [False]
+    # the model side decodes the built-in tasks with the same entry (tiny checkpoints ship it)
+    model_side = ovp.BUILTIN_NORM_STATS["action"]
+    assert oe.PANDA_NORM_STATS[ovp.BUILTIN_NORM_KEY]["action"]["q01"] == model_side["q01"]
+    assert stats["q99"] == model_side["q99"] and stats["mask"] == model_side["mask"]
 
 
 def test_widowx_conversion_axes_gripper_and_units():
