@@ -313,11 +313,14 @@ if __name__ == "__main__":
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     use_cuda = torch.cuda.is_available()
-    if world_size > 1:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # before any collective: NCCL's barrier would otherwise pick GPU 0 on every rank
+    if world_size > 1:
+        if use_cuda:
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     bf16 = args.precision == "bf16" or (args.precision == "auto" and use_cuda)
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
