@@ -410,6 +410,9 @@ def main(args: Args) -> None:
     if args.micro_batch_size < 0:
         raise ovp.OpenVLAError(f"--micro-batch-size {args.micro_batch_size} must be >= 0 (0: the whole minibatch)")
     _, _, robot = openvla_envs.resolve(args.env_id)  # unknown id / missing assets fail here, before loading 7B
+    if args.env_backend == "gpu" and not openvla_envs.gpu_physx_available():
+        raise ovp.OpenVLAError("--env-backend gpu needs a CUDA GPU and SAPIEN's PhysX GPU library "
+                               "(~/.sapien/physx/); use --env-backend cpu")
     for variant in args.eval_variants:
         openvla_envs.resolve(variant)
     if args.unnorm_key is None:

@@ -744,6 +744,8 @@ def make_envs(
         raise ValueError("the shaped reward exists only for the built-in Panda tasks; use reward='sparse'")
     if backend == "auto":
         backend = "gpu" if gpu_physx_available() else "cpu"
+    elif backend == "gpu" and not gpu_physx_available():
+        raise ValueError("backend='gpu' needs a CUDA GPU and SAPIEN's PhysX GPU library (~/.sapien/physx/); use 'cpu'")
     kwargs.update(env_kwargs)
     if robot == "panda":
         kwargs.update(

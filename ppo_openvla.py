@@ -386,6 +386,9 @@ def main(args: Args) -> None:
         raise ovp.OpenVLAError(f"the minibatch of {local_batch_size // args.num_minibatches} samples per rank must be "
                                f"divisible by --micro-batch-size {args.micro_batch_size}")
     _, _, robot = openvla_envs.resolve(args.env_id)  # unknown id / missing assets fail here, before loading 7B
+    if args.env_backend == "gpu" and not openvla_envs.gpu_physx_available():
+        raise ovp.OpenVLAError("--env-backend gpu needs a CUDA GPU and SAPIEN's PhysX GPU library "
+                               "(~/.sapien/physx/); use --env-backend cpu")
     for variant in args.eval_variants:
         openvla_envs.resolve(variant)
     if args.unnorm_key is None:

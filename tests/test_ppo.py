@@ -59,6 +59,8 @@ def test_torchrun_two_ranks_stay_identical(tmp_path):
     (["--num-minibatches", "3"], "must be divisible by --num-minibatches 3"),
     (["--unnorm-key", "fractal"], "unknown unnorm_key 'fractal'; this checkpoint has: bridge_orig, panda_tabletop"),
     (["--resume", "/nonexistent/ckpt"], "not a checkpoint directory"),
+    (["--env-backend", "gpu"], "--env-backend gpu needs a CUDA GPU") if not torch.cuda.is_available() else
+    (["--env-id", "nope"], "unknown env or variant 'nope'"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, bad_args, message):
     proc = run_script(SCRIPT, [*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args], cwd=tmp_path)
