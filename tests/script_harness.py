@@ -55,6 +55,13 @@ def background(script: str, args: list[str], out: Path, launcher=PYTHON):
             proc.wait()
 
 
+def assert_ranks_identical(proc: subprocess.Popen, out: Path) -> None:
+    """A background 2-rank run (see `background`) ended well and its ranks held the same trainable weights."""
+    returncode = proc.wait(timeout=600)
+    assert returncode == 0, (out / "stderr").read_text()[-3000:]
+    assert "trainable weights identical on 2 ranks" in (out / "stdout").read_text()
+
+
 def scalars(run_dir: Path) -> dict[str, list[float]]:
     acc = EventAccumulator(str(run_dir)).Reload()
     return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}

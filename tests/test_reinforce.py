@@ -5,7 +5,14 @@ import json
 
 import pytest
 import torch
-from script_harness import assert_exact_resume, background, run_to_dir, scalars, torchrun
+from script_harness import (
+    assert_exact_resume,
+    assert_ranks_identical,
+    background,
+    run_to_dir,
+    scalars,
+    torchrun,
+)
 
 import openvla_patch as ovp
 from reinforce_openvla import Args, discounted_returns, reinforce_update
@@ -66,10 +73,7 @@ def test_exact_resume(smoke_run, tmp_path):
 
 
 def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
-    proc, out = torchrun_run
-    returncode = proc.wait(timeout=600)
-    assert returncode == 0, (out / "stderr").read_text()[-3000:]
-    assert "trainable weights identical on 2 ranks" in (out / "stdout").read_text()
+    assert_ranks_identical(*torchrun_run)
 
 
 # --- the pieces, on fixed data ---------------------------------------------------------------------------
