@@ -12,8 +12,9 @@ which every script loads with `--vla-path <output-dir> --unnorm-key <norm-key>`.
 
 Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from RL4VLA's warm-up:
 1. Demonstrations come from our scripted expert in simulation (RL4VLA used motion-planner demos of its
-   ManiSkill tasks, 140 of them for the warm-up), with optional Gaussian action noise and pauses, so the
-   data shows some recovery from off-nominal states.
+   ManiSkill tasks, 140 of them for the warm-up). The executed actions carry optional Gaussian noise and
+   pauses, so the data shows recovery from off-nominal states, while the stored labels are the expert's
+   clean actions in those states (DART); labelling the noisy actions would put the noise in the targets.
 2. An episode is stored from its first step up to its first successful step plus
    `--steps-after-success` steps (the expert lets go and rises), not for its full fixed length: the
    idle tail after success would otherwise dominate the data. Failed episodes are dropped.
@@ -142,7 +143,7 @@ class Args:
     eval_episodes: int = 16
     """evaluation episodes (greedy decoding, env seeds 0 .. eval_episodes - 1)"""
     save_every: int = 0
-    """optimizer steps between checkpoint saves (0 = only at the end)"""
+    """optimizer steps between extra checkpoints, kept beside the final one as <output-dir>-step<N> (0 = none)"""
     norm_key: str = "sft_tabletop"
     """norm_stats key the demonstrations' action statistics are saved under (use it as --unnorm-key)"""
 
@@ -182,9 +183,13 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
             frames, expert = [], []  # per step: (N, 224, 224, 3) uint8, (N, 7) float32
             first_success = np.full(args.num_envs, -1)  # step count at the first success, -1 = not yet
             for t in range(args.episode_steps):
+                # DART (Laskey et al. 2017): execute the noisy action, so the demos visit off-nominal states,
+                # but store the clean expert action there as the label: noisy labels would teach the noise
+                # (the clean call draws nothing from the expert's noise generators)
+                labels = envs.expert_actions()  # (N, 7)
                 step_actions = envs.expert_actions(args.expert_noise, args.expert_pause_prob)  # (N, 7)
                 frames.append(obs.cpu().numpy())
-                expert.append(step_actions.cpu().numpy().astype(np.float32))
+                expert.append(labels.cpu().numpy().astype(np.float32))
                 obs, _, _, infos = envs.step(step_actions)
                 env_steps += args.num_envs
                 success = infos["success"].cpu().numpy()
@@ -274,13 +279,12 @@ def evaluate(model, processor, envs, episodes: int, stats) -> dict[str, float]:
     return {"success_once": float(np.mean(once[:episodes])), "success_at_end": float(np.mean(at_end[:episodes]))}
 
 
-def save_checkpoint(model, processor, args: Args) -> None:
-    """A full checkpoint in the released format (LoRA merged) at --output-dir, written atomically.
+def save_checkpoint(model, processor, args: Args, output: Path) -> None:
+    """A full checkpoint in the released format (LoRA merged) at `output`, written atomically.
 
     A 4-bit base cannot be merged into, so then the adapter goes through a temporary directory onto a
     fresh bf16 copy of the base, on the CPU.
     """
-    output = Path(args.output_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     if not args.load_in_4bit:
         save_pretrained(model, processor.tokenizer, output)
@@ -455,8 +459,9 @@ if __name__ == "__main__":
             tqdm.write(f"[eval] step {global_step}: success_once {result['success_once']:.3f}, "
                        f"success_at_end {result['success_at_end']:.3f} over {args.eval_episodes} episodes")
         if rank == 0 and (last or (args.save_every and global_step % args.save_every == 0)):
-            save_checkpoint(model, processor, args)
-            tqdm.write(f"[save] step {global_step}: {args.output_dir} (--unnorm-key {args.norm_key})")
+            saved = output if last else Path(f"{args.output_dir}-step{global_step:06d}")
+            save_checkpoint(model, processor, args, saved)
+            tqdm.write(f"[save] step {global_step}: {saved} (--unnorm-key {args.norm_key})")
         if world_size > 1:
             dist.barrier()
 

@@ -27,12 +27,13 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def sft_run(tiny_dir, tmp_path_factory):
-    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning, one eval."""
+    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning, one eval,
+    an extra checkpoint at step 12."""
     work = tmp_path_factory.mktemp("sft")
     proc = run_sft("--vla-path", str(tiny_dir), "--variants", "train", "--demos-per-task", "2", "--num-envs", "2",
                    "--episode-steps", "45", "--steps-after-success", "2", "--expert-noise", "0.02",
                    "--demos-path", "demos.npz", "--output-dir", "ckpt", "--norm-key", NORM_KEY,
-                   "--max-steps", "24", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
+                   "--max-steps", "24", "--save-every", "12", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
                    "--eval-every", "0", "--eval-episodes", "2", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
@@ -53,6 +54,8 @@ def test_demos_keep_only_successful_episodes_cut_after_success(sft_run):
     assert (lengths < 45).all()
     for s, e in zip(starts[:-1], starts[1:], strict=True):
         assert (actions[s:e, 6] == -1).any() and actions[e - 1, 6] == 1
+    # DART: the envs ran noisy actions, the labels are the clean expert's, which never rolls or pitches
+    assert (actions[:, 3:5] == 0).all() and (actions[:, :3] != 0).any()
     assert "kept 2 successful" in proc.stdout
 
 
@@ -84,6 +87,10 @@ def test_checkpoint_loads_with_new_unnorm_key_and_demo_quantiles(sft_run, tiny_d
     # and the weights are the trained ones, not the tiny model's
     base, _ = load_vla(str(tiny_dir), dtype=torch.float32)
     assert not torch.equal(base.projector.fc1.weight, model.projector.fc1.weight)
+    # --save-every 12 kept the step-12 checkpoint beside the final one; it holds other (earlier) weights
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith("ckpt")) == ["ckpt", "ckpt-step000012"]
+    early, _ = load_vla(str(work / "ckpt-step000012"), dtype=torch.float32)
+    assert not torch.equal(early.projector.fc1.weight, model.projector.fc1.weight)
 
 
 def test_augment_crops_and_jitters_deterministically():
