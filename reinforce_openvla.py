@@ -209,9 +209,7 @@ def reinforce_update(args: Args, model, processor, optimizer, batch: dict, dtype
 def _mean_over_ranks(value: float, world_size: int) -> float:
     if world_size == 1:
         return value
-    # NCCL needs the tensor on this rank's own GPU (named explicitly: a library may move the current device)
-    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+    t = torch.tensor([value], dtype=torch.float64)  # on the CPU: reduced by gloo (see the setup)
     dist.all_reduce(t)
     return t.item() / world_size
 
@@ -336,7 +334,9 @@ def main(args: Args) -> None:
         device = torch.device("cpu")
     if world_size > 1:
         if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=device)  # bound to this rank's GPU from the start
+            # NCCL for GPU tensors (gradients), gloo for CPU ones: the pickled objects of all_gather_object
+            # (RNG states) and the logged metrics then never depend on which GPU is "current"
+            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
     if args.num_envs % world_size:

@@ -322,7 +322,7 @@ if __name__ == "__main__":
         torch.cuda.set_device(device)  # before any collective: NCCL's barrier would otherwise pick GPU 0 on every rank
     if world_size > 1:
         if use_cuda:
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)  # barriers on gloo, gradients on NCCL
         else:
             dist.init_process_group("gloo")
     bf16 = args.precision == "bf16" or (args.precision == "auto" and use_cuda)
