@@ -653,12 +653,22 @@ class VecEnv:
 
             env = gym.make(env_id, num_envs=num_envs, sim_backend="physx_cuda", **env_kwargs)
             self._envs: Any = ManiSkillVectorEnv(env, auto_reset=False, ignore_terminations=True)
+        elif torch.cuda.is_available():
+            # workers render on this process's GPU (each DDP rank on its own). AsyncVectorEnv also builds one
+            # env here to read the spaces, and SAPIEN's renderer makes its GPU the current one: restore ours
+            # (NCCL's object collectives and every `device="cuda"` tensor follow the current device)
+            current = torch.cuda.current_device()
+            render = f"cuda:{self.device.index if self.device.type == 'cuda' and self.device.index is not None else current}"
+            self._envs = self._workers(env_id, dict(env_kwargs, render_backend=render), num_envs, start_method)
+            torch.cuda.set_device(current)
         else:
-            env_kwargs = dict(env_kwargs, render_backend="gpu" if torch.cuda.is_available() else "cpu")
-            env_fn = functools.partial(_make_worker_env, env_id, env_kwargs, self.camera)
-            self._envs = gym.vector.AsyncVectorEnv([env_fn] * num_envs, context=start_method)
+            self._envs = self._workers(env_id, dict(env_kwargs, render_backend="cpu"), num_envs, start_method)
         self.instructions: list[str] = self._call("get_language_instruction")
         self._t = -1  # -1: needs a reset
+
+    def _workers(self, env_id: str, env_kwargs: dict[str, Any], num_envs: int, start_method: str) -> Any:
+        env_fn = functools.partial(_make_worker_env, env_id, env_kwargs, self.camera)
+        return gym.vector.AsyncVectorEnv([env_fn] * num_envs, context=start_method)
 
     def _call(self, name: str, *args: Any) -> list:
         """Call a method of every env (of the task env on the GPU back-end, of the worker's wrapper
