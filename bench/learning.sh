@@ -13,7 +13,8 @@
 #   bash bench/learning.sh reinforce  # REINFORCE, the same                (-> $LEARN_DIR/reinforce/<run>)
 #   bash bench/learning.sh eval       # prior vs every finished RL run on the suite (-> $LEARN_DIR/eval)
 #   bash bench/learning.sh plot       # training success curves of the RL runs (-> $LEARN_DIR/eval/curves.png)
-# Env: ITERS (RL iterations, default 36), VARIANTS_EVAL (the eval stage's variants),
+# Env: ITERS (RL iterations, default 36), VARIANTS_EVAL (the eval stage's variants), VARIANTS_SFT, DEMOS
+# (per SFT variant), SFT_STEPS, SFT_EVAL (steps between SFT evals/checkpoints),
 # REWARD (sparse: the blog's success indicator | shaped: RL4VLA's
 # grasp/hold/place potential), LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test of the pipeline.
 set -euo pipefail
@@ -26,12 +27,12 @@ mkdir -p "$LEARN_DIR"
 # bf16, most of it the 32064-row embedding and output matrices that the released format fixes).
 SIZES='{"dino": {"embed_dim": 96, "depth": 4, "num_heads": 3}, "siglip": {"embed_dim": 96, "depth": 4, "num_heads": 3},
         "llm": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4}}'
-VARIANTS_SFT="train red_cube unseen_target"
+VARIANTS_SFT=${VARIANTS_SFT:-"train red_cube unseen_target"}
 VARIANTS_EVAL=${VARIANTS_EVAL:-"train unseen_target unseen_phrasing red_cube table_color distractor_cube lighting unseen_positions"}
 if [ "${LEARN_SMOKE:-0}" = 1 ]; then
   DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP=4; ITERS=2; MINIB=4; GROUP=2; VARIANTS_EVAL="train red_cube"
 else
-  DEMOS=120; SFT_STEPS=3000; SFT_EVAL=500; ENVS=24; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
+  DEMOS=${DEMOS:-120}; SFT_STEPS=${SFT_STEPS:-3000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=24; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
 fi
 # RL hyper-parameters shared by the three algorithms (LoRA on the small LM; blog/RL4VLA defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
