@@ -658,8 +658,8 @@ class VecEnv:
             # env here to read the spaces, and SAPIEN's renderer makes its GPU the current one: restore ours
             # (NCCL's object collectives and every `device="cuda"` tensor follow the current device)
             current = torch.cuda.current_device()
-            render = f"cuda:{self.device.index if self.device.type == 'cuda' and self.device.index is not None else current}"
-            self._envs = self._workers(env_id, dict(env_kwargs, render_backend=render), num_envs, start_method)
+            gpu = self.device.index if self.device.type == "cuda" and self.device.index is not None else current
+            self._envs = self._workers(env_id, dict(env_kwargs, render_backend=f"cuda:{gpu}"), num_envs, start_method)
             torch.cuda.set_device(current)
         else:
             self._envs = self._workers(env_id, dict(env_kwargs, render_backend="cpu"), num_envs, start_method)

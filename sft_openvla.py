@@ -319,7 +319,7 @@ if __name__ == "__main__":
     use_cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
-        torch.cuda.set_device(device)  # before any collective: NCCL's barrier would otherwise pick GPU 0 on every rank
+        torch.cuda.set_device(device)  # before the NCCL group and DDP, which follow the current device
     if world_size > 1:
         if use_cuda:
             dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)  # barriers on gloo, gradients on NCCL

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-GPU check (issue 7, part 3): the tiny model's PPO on 1 GPU vs 2 GPUs through torchrun/NCCL.
-#   bash bench/multi_gpu.sh [OUT_JSON]      # needs 2 GPUs; ~4 minutes
+#   bash bench/multi_gpu.sh [OUT_JSON]      # needs 2 GPUs; ~5 minutes
 # Runs (each 4 iterations of 80 steps, CPU worker envs, no eval): 1 GPU x 16 envs; 2 GPUs x 16 envs
 # (8 per rank: the same batch, split); 2 GPUs x 32 envs (16 per rank: twice the batch). The 2-GPU runs
 # end by comparing every rank's trainable weights (ppo_openvla.py raises if they differ) and print
