@@ -32,7 +32,7 @@ VARIANTS_EVAL=${VARIANTS_EVAL:-"train unseen_target unseen_phrasing red_cube tab
 if [ "${LEARN_SMOKE:-0}" = 1 ]; then
   DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP=4; ITERS=2; MINIB=4; GROUP=2; VARIANTS_EVAL="train red_cube"
 else
-  DEMOS=${DEMOS:-120}; SFT_STEPS=${SFT_STEPS:-3000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=24; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
+  DEMOS=${DEMOS:-200}; SFT_STEPS=${SFT_STEPS:-4000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=24; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
 fi
 # RL hyper-parameters shared by the three algorithms (LoRA on the small LM; blog/RL4VLA defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
