@@ -14,7 +14,9 @@
 #   bash bench/learning.sh eval       # prior vs every finished RL run on the suite (-> $LEARN_DIR/eval)
 #   bash bench/learning.sh plot       # training success curves of the RL runs (-> $LEARN_DIR/eval/curves.png)
 # Env: ITERS (RL iterations, default 36), VARIANTS_EVAL (the eval stage's variants), VARIANTS_SFT, DEMOS
-# (per SFT variant), SFT_STEPS, SFT_EVAL (steps between SFT evals/checkpoints),
+# (per SFT variant), SFT_STEPS, SFT_EVAL (steps between SFT evals/checkpoints), SFT_BATCH, PRIOR_FROM (a
+# checkpoint to continue SFT from instead of the small random model) with DEMO_SEED (give new demos a new
+# first seed, e.g. 2000000),
 # REWARD (sparse: the blog's success indicator | shaped: RL4VLA's
 # grasp/hold/place potential), LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test of the pipeline.
 set -euo pipefail
@@ -41,14 +43,20 @@ RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train 
 
 case "${1:-}" in
   prior)
-    python3 -c "import json, openvla_patch as o; o.make_tiny_openvla('$LEARN_DIR/small-random', seed=0, sizes=json.loads('''$SIZES'''))"
+    from=${PRIOR_FROM:-$LEARN_DIR/small-random}
+    if [ -z "${PRIOR_FROM:-}" ]; then
+      python3 -c "import json, openvla_patch as o; o.make_tiny_openvla('$from', seed=0, sizes=json.loads('''$SIZES'''))"
+    else  # continuing: train from a copy, as this stage replaces $LEARN_DIR/prior at its end
+      rm -rf "$LEARN_DIR/prior-from"; cp -r "$PRIOR_FROM" "$LEARN_DIR/prior-from"; from=$LEARN_DIR/prior-from
+    fi
     # fp32 training (the checkpoints are saved in bf16, as released); no image augmentation: the crops would
     # need a matching centre crop at test time, which the released inference code does not do
-    python3 sft_openvla.py --vla-path "$LEARN_DIR/small-random" --variants $VARIANTS_SFT --demos-per-task $DEMOS \
-      --expert-noise 0.1 --num-envs $ENVS --max-steps $SFT_STEPS --batch-size 64 --learning-rate 1e-3 \
+    python3 sft_openvla.py --vla-path "$from" --variants $VARIANTS_SFT --demos-per-task $DEMOS \
+      --demo-seed ${DEMO_SEED:-1000000} --expert-noise 0.1 --num-envs $ENVS --max-steps $SFT_STEPS \
+      --batch-size ${SFT_BATCH:-64} --learning-rate 1e-3 \
       --precision fp32 --no-image-aug --eval-every $SFT_EVAL --save-every $SFT_EVAL --eval-episodes $EP \
       --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos --output-dir "$LEARN_DIR/sft" 2>&1 | tee "$LEARN_DIR/sft.log"
-    python3 - "$LEARN_DIR" "$SFT_STEPS" <<'PY'
+    python3 - "$LEARN_DIR" "$SFT_STEPS" "${PRIOR_FROM:-small random model}" <<'PY'
 import json, re, shutil, sys
 from pathlib import Path
 learn, last = Path(sys.argv[1]), int(sys.argv[2])
@@ -59,7 +67,7 @@ step = weak[0] if weak else min(curve, key=lambda s: (abs(curve[s] - 0.45), s))
 src = learn / "sft" if step == last else learn / f"sft-step{step:06d}"
 shutil.rmtree(learn / "prior", ignore_errors=True)
 shutil.copytree(src, learn / "prior")
-info = {"greedy_success_once_on_train_by_step": curve, "chosen_step": step, "in_30_60_range": bool(weak),
+info = {"started_from": sys.argv[3], "greedy_success_once_on_train_by_step": curve, "chosen_step": step, "in_30_60_range": bool(weak),
         "train_log": [l for l in log.splitlines() if l.startswith(("[demos]", "[model]", "[eval]", "[done]"))]}
 (learn / "prior.json").write_text(json.dumps(info, indent=1))
 print(f"[prior] SFT step {step} (greedy success_once {curve[step]:.3f} on train) -> {learn / 'prior'}")
