@@ -16,7 +16,7 @@
 # Env: ITERS (RL iterations, default 36), VARIANTS_EVAL (the eval stage's variants), VARIANTS_SFT, DEMOS
 # (per SFT variant), SFT_STEPS, SFT_EVAL (steps between SFT evals/checkpoints), SFT_BATCH, PRIOR_FROM (a
 # checkpoint to continue SFT from instead of the small random model) with DEMO_SEED (give new demos a new
-# first seed, e.g. 2000000),
+# first seed, e.g. 2000000), ENVS (envs per RL run), SAVE_EVERY (RL iterations between checkpoints),
 # REWARD (sparse: the blog's success indicator | shaped: RL4VLA's
 # grasp/hold/place potential), LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test of the pipeline.
 set -euo pipefail
@@ -34,12 +34,12 @@ VARIANTS_EVAL=${VARIANTS_EVAL:-"train unseen_target unseen_phrasing red_cube tab
 if [ "${LEARN_SMOKE:-0}" = 1 ]; then
   DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP=4; ITERS=2; MINIB=4; GROUP=2; VARIANTS_EVAL="train red_cube"
 else
-  DEMOS=${DEMOS:-200}; SFT_STEPS=${SFT_STEPS:-4000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=24; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
+  DEMOS=${DEMOS:-200}; SFT_STEPS=${SFT_STEPS:-4000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=${ENVS:-24}; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
 fi
 # RL hyper-parameters shared by the three algorithms (LoRA on the small LM; blog/RL4VLA defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
   --num-steps 80 --num-iterations $ITERS --learning-rate 3e-4 --lora-rank 16 --lora-alpha 32 --eval-every 0
-  --save-every $ITERS"
+  --save-every ${SAVE_EVERY:-$ITERS}"
 
 case "${1:-}" in
   prior)
