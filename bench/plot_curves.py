@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -23,21 +24,33 @@ class Args:
     """run directories (each holds tensorboard event files)"""
     out: str = "curve.png"
     """the PNG to write (the curves' numbers go beside it as .json)"""
+    labels: list[str] | None = None
+    """one legend label per run (default: the run directory's name)"""
+    smooth: int = 1
+    """also draw the running mean over this many points (per-iteration success of 16-24 episodes is noisy)"""
 
 
 def main(args: Args) -> None:
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        raise SystemExit(f"error: {len(args.labels)} --labels for {len(args.runs)} --runs; give one per run")
     curves = {}
-    for run in args.runs:
+    for r, run in enumerate(args.runs):
         acc = EventAccumulator(run).Reload()
+        name = args.labels[r] if args.labels else Path(run).name
         for key in KEYS:
             if key in acc.Tags()["scalars"]:
-                curves[f"{Path(run).name}: {key}"] = [(e.step, e.value) for e in acc.Scalars(key)]
+                curves[f"{name}: {key}"] = [(e.step, e.value) for e in acc.Scalars(key)]
     if not curves:
         raise SystemExit(f"error: no {' or '.join(KEYS)} in {args.runs}")
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, points in curves.items():
         steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, marker="o" if "eval" in label else None, label=label)
+        if args.smooth > 1 and len(values) >= args.smooth:
+            line = ax.plot(steps, values, alpha=0.25)[0]
+            mean = np.convolve(values, np.ones(args.smooth) / args.smooth, mode="valid")  # trailing window
+            ax.plot(steps[args.smooth - 1 :], mean, color=line.get_color(), label=f"{label} ({args.smooth}-point mean)")
+        else:
+            ax.plot(steps, values, marker="o" if "eval" in label else None, label=label)
     ax.set_xlabel("env steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
