@@ -19,6 +19,8 @@
 # first seed, e.g. 2000000), ENVS (envs per RL run), SAVE_EVERY (RL iterations between checkpoints),
 # REWARD (sparse: the blog's success indicator | shaped: RL4VLA's
 # grasp/hold/place potential), LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test of the pipeline.
+# The prior of BENCHMARKS.md section 4 took two `prior` calls: the plain one, then
+#   PRIOR_FROM=runs/learning/prior DEMO_SEED=2000000 SFT_BATCH=128 SFT_STEPS=3000 bash bench/learning.sh prior
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEARN_DIR=${LEARN_DIR:-runs/learning}
