@@ -7,8 +7,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -53,6 +55,26 @@ def background(script: str, args: list[str], out: Path, launcher=PYTHON):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def smoke_and_torchrun_fixtures(script: str, smoke: list[str], port: int, torchrun_args: Sequence[str] = ()):
+    """Module fixtures `(torchrun_run, smoke_run)`: a 2-rank run (1 iteration, `torchrun_args` added to
+    `smoke`) started in the background, and the 2-iteration smoke run, which runs while it goes. Each is
+    mostly one busy process waiting on env workers, so on 2 cores the pair takes little longer than one.
+    Use: `torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, port)` in a test module."""
+
+    @pytest.fixture(scope="module")
+    def torchrun_run(tmp_path_factory):
+        out = tmp_path_factory.mktemp("torchrun")
+        args = [*smoke, *torchrun_args, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(out / "runs")]
+        with background(script, args, out, torchrun(port)) as proc:
+            yield proc, out
+
+    @pytest.fixture(scope="module")
+    def smoke_run(tmp_path_factory, torchrun_run):
+        return run_to_dir(script, [*smoke, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
+
+    return torchrun_run, smoke_run
 
 
 def assert_ranks_identical(proc: subprocess.Popen, out: Path) -> None:

@@ -9,10 +9,8 @@ import torch
 from script_harness import (
     assert_exact_resume,
     assert_ranks_identical,
-    background,
-    run_to_dir,
     scalars,
-    torchrun,
+    smoke_and_torchrun_fixtures,
 )
 
 import openvla_envs
@@ -33,19 +31,7 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
 SCRIPT = "grpo_openvla.py"
 
 
-@pytest.fixture(scope="module")
-def torchrun_run(tmp_path_factory):
-    """The 2-rank run, started in the background beside the smoke run: each is mostly one busy process
-    waiting on env workers, so on 2 cores the pair takes little longer than one."""
-    out = tmp_path_factory.mktemp("torchrun")
-    args = [*SMOKE, "--num-envs", "4", "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(out / "runs")]
-    with background(SCRIPT, args, out, torchrun(29537)) as proc:
-        yield proc, out
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, torchrun_run):
-    return run_to_dir(SCRIPT, [*SMOKE, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
+torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29537, ["--num-envs", "4"])
 
 
 def test_smoke_logs_and_checkpoints(smoke_run):

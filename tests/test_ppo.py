@@ -5,7 +5,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from script_harness import assert_exact_resume, run_script, run_to_dir, scalars, torchrun
+from script_harness import (
+    assert_exact_resume,
+    assert_ranks_identical,
+    run_script,
+    scalars,
+    smoke_and_torchrun_fixtures,
+)
 
 import openvla_patch as ovp
 from ppo_openvla import Args, compute_gae, ppo_update
@@ -19,9 +25,7 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
                                       "explained_variance", "first_ratio"))}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    return run_to_dir(SCRIPT, [*SMOKE, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
+torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29517)
 
 
 def test_smoke_logs_and_checkpoints(smoke_run):
@@ -47,11 +51,8 @@ def test_exact_resume(smoke_run, tmp_path):
     assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path, files=("adapter_model.safetensors", "value_head.safetensors"))
 
 
-def test_torchrun_two_ranks_stay_identical(tmp_path):
-    proc = run_script(SCRIPT, [*SMOKE, "--num-iterations", "1", "--eval-every", "0", "--output-dir", str(tmp_path / "runs")],
-                      cwd=tmp_path, launcher=torchrun(29517))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "trainable weights identical on 2 ranks" in proc.stdout
+def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
+    assert_ranks_identical(*torchrun_run)
 
 
 @pytest.mark.parametrize("bad_args, message", [
