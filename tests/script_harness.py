@@ -84,6 +84,12 @@ def assert_ranks_identical(proc: subprocess.Popen, out: Path) -> None:
     assert "trainable weights identical on 2 ranks" in (out / "stdout").read_text()
 
 
+def assert_lora_trained(model) -> None:
+    """The model carries LoRA weights and training moved them (LoRA B starts at zero)."""
+    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())
+
+
 def scalars(run_dir: Path) -> dict[str, list[float]]:
     acc = EventAccumulator(str(run_dir)).Reload()
     return {k: [e.value for e in acc.Scalars(k)] for k in acc.Tags()["scalars"]}

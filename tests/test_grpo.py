@@ -8,6 +8,7 @@ import pytest
 import torch
 from script_harness import (
     assert_exact_resume,
+    assert_lora_trained,
     assert_ranks_identical,
     scalars,
     smoke_and_torchrun_fixtures,
@@ -48,8 +49,7 @@ def test_smoke_logs_and_checkpoints(smoke_run):
     assert info["iteration"] == 2 and info["global_step"] == 2 * 2 * 4 and info["args"]["group_size"] == 2
     assert list((smoke_run / "videos").glob("train_*.mp4"))
     model, _ = ovp.load_vla("tiny", dtype=torch.float32, adapter_path=ckpts[-1])
-    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
-    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # trained: LoRA B starts at zero
+    assert_lora_trained(model)
 
 
 def test_exact_resume(smoke_run, tmp_path):
