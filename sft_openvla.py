@@ -215,7 +215,7 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
             envs.close()
         print(f"[demos] {variant}: kept {kept} successful of {attempts} episodes")
     if not lengths:
-        fail("the expert succeeded in no episode; raise --episode-steps (the expert needs ~30-50 steps)")
+        fail("the expert succeeded in no episode; raise --episode-steps (the expert needs ~20-35 steps)")
     total = time.time() - start
     print(f"[demos] {len(lengths)} demos, {sum(lengths)} steps kept in {total:.0f} s: {len(lengths) / total * 60:.1f} "
           f"demos/min with env start-up, {env_steps / (total - startup):.1f} env steps/s without")

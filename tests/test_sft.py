@@ -54,8 +54,8 @@ def test_demos_keep_only_successful_episodes_cut_after_success(sft_run):
     assert (lengths < 45).all()
     for s, e in zip(starts[:-1], starts[1:], strict=True):
         assert (actions[s:e, 6] == -1).any() and actions[e - 1, 6] == 1
-    # DART: the envs ran noisy actions, the labels are the clean expert's, which never rolls or pitches
-    assert (actions[:, 3:5] == 0).all() and (actions[:, :3] != 0).any()
+    # DART: the envs ran noisy actions, the labels are the clean expert's, which never rotates
+    assert (actions[:, 3:6] == 0).all() and (actions[:, :3] != 0).any()
     assert "kept 2 successful" in proc.stdout
 
 
