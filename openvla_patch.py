@@ -90,6 +90,7 @@ BRIDGE_NORM_STATS: dict[str, Any] = {
 TINY_CACHE_DIR = Path(os.environ.get("OPENVLA_RL_CACHE", Path.home() / ".cache" / "openvla-rl"))
 """Where `--vla-path tiny` writes its checkpoint (override with $OPENVLA_RL_CACHE; safe to delete)."""
 ADAPTER_VALUE_HEAD_FILE = "value_head.safetensors"
+ADAPTER_VISION_FILE = "vision.safetensors"  # towers + projector, when RL trained them (`make_vision_trainable`)
 
 
 class OpenVLAError(ValueError):
@@ -772,6 +773,7 @@ def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, a
         if not (adapter_path / "adapter_config.json").exists():
             raise OpenVLAError(f"{adapter_path} holds no LoRA adapter (adapter_config.json)")
         model.language_model = PeftModel.from_pretrained(model.language_model, str(adapter_path), is_trainable=trainable)
+        _load_vision_beside_adapter(model, adapter_path, trainable)
         head_file = adapter_path / ADAPTER_VALUE_HEAD_FILE
         if model.value_head is not None and head_file.exists():
             with safe_open(str(head_file), framework="pt", device="cpu") as f:
@@ -798,6 +800,32 @@ def save_adapter(model: OpenVLAForActionPrediction, directory: str | Path, base_
     if model.value_head is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
                   str(directory / ADAPTER_VALUE_HEAD_FILE))
+    vision = _vision_modules(model)
+    if any(p.requires_grad for p in vision.parameters()):  # trained by RL (`make_vision_trainable`)
+        save_file({n: p.detach().cpu().contiguous() for n, p in vision.named_parameters()},
+                  str(directory / ADAPTER_VISION_FILE))
+
+
+def _vision_modules(model: OpenVLAForActionPrediction) -> nn.ModuleDict:
+    """The vision towers and the projector, under the names of the released checkpoint."""
+    return nn.ModuleDict({"vision_backbone": model.vision_backbone, "projector": model.projector})
+
+
+def make_vision_trainable(model: OpenVLAForActionPrediction) -> None:
+    """Train the vision towers and the projector too (full fine-tuning, fp32 master weights): RL can then fix
+    what the image features miss, not only how the LM reads them. `save_adapter` writes them beside the
+    adapter (ADAPTER_VISION_FILE) and loading the adapter restores them."""
+    _vision_modules(model).float().requires_grad_(True)
+
+
+def _load_vision_beside_adapter(model: OpenVLAForActionPrediction, adapter_path: Path, trainable: bool) -> None:
+    file = adapter_path / ADAPTER_VISION_FILE
+    if not file.exists():
+        return
+    modules = _vision_modules(model).float()  # as they were trained: fp32
+    with safe_open(str(file), framework="pt", device="cpu") as f:
+        modules.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    modules.requires_grad_(trainable)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
