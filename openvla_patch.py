@@ -42,6 +42,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -219,6 +221,24 @@ def actions_to_tokens(actions: torch.Tensor, config: OpenVLAConfig, stats: dict[
 # ---------------------------------------------------------------------------------------------------
 
 
+def resize_like_released(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB (B, H, W, 3) -> (B, size, size, 3), each image resized exactly as the released processor
+    resizes it: PIL's bicubic `Image.resize` (torchvision's `resize` of a PIL image, `interpolation=3`).
+
+    PIL resamples in two passes and rounds to uint8 after each; which pass runs first depends on the
+    sizes, and with bicubic's overshoot clipped in between that order alone moves pixels by up to 20/255
+    (upscaling one side, shrinking the other). torchvision's uint8 resize and float `F.interpolate`
+    passes each missed PIL by more than 1/255 on some sizes, so PIL itself it is. PIL releases the GIL
+    while it resamples, so a thread pool runs the images in parallel (96 images of 640x480: 0.53 s on one
+    core, 0.3 s on two; tests/test_fidelity.py).
+    """
+    def one(image: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1, 16)) as pool:
+        return np.stack(list(pool.map(one, images)))
+
+
 class OpenVLAProcessor:
     """Images and instructions -> model inputs, batched, on the images' device."""
 
@@ -228,18 +248,19 @@ class OpenVLAProcessor:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 32000
 
     def process_images(self, images: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 RGB (B, H, W, 3), any H and W -> pixel_values (B, 6, 224, 224).
+        """uint8 RGB (B, H, W, 3), any H and W, on any device -> pixel_values (B, 6, 224, 224) there.
 
-        Resized to exactly 224x224 without keeping the aspect ratio (bicubic, antialiased, as PIL does
-        in the released processor); channels 0-2 DINOv2-normalised, 3-5 SigLIP-normalised.
+        Resized to exactly 224x224 without keeping the aspect ratio by PIL itself, as the released
+        processor does (`resize_like_released`); 224x224 inputs are used as they are. Channels 0-2
+        DINOv2-normalised, 3-5 SigLIP-normalised.
         """
         images = torch.as_tensor(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {tuple(images.shape)} {images.dtype}")
-        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
-            x = x.clamp(0.0, 1.0)
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            resized = resize_like_released(images.cpu().numpy(), self.image_size)
+            images = torch.from_numpy(resized).to(images.device)
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224) in [0, 1]
         dino = (x - x.new_tensor(DINOV2_MEAN)[:, None, None]) / x.new_tensor(DINOV2_STD)[:, None, None]
         siglip = (x - x.new_tensor(SIGLIP_MEAN)[:, None, None]) / x.new_tensor(SIGLIP_STD)[:, None, None]
         return torch.cat([dino, siglip], dim=1).to(dtype)  # (B, 6, 224, 224)
@@ -542,6 +563,23 @@ def _load_strict(model: OpenVLAForActionPrediction, state: dict[str, torch.Tenso
     model.load_state_dict({_from_checkpoint_key(k): v for k, v in state.items()}, strict=False, assign=True)
 
 
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """`tokenizer.save_pretrained(directory)`, with tokenizer.json's BPE merges written as "a b" strings.
+
+    tokenizers >= 0.20 writes each merge as a pair ["a", "b"], which tokenizers 0.19.1 (the version the
+    original OpenVLA stack pins) cannot read ("data did not match any variant of untagged enum
+    ModelWrapper"); every version reads the string form, which the released tokenizer.json uses. Only a
+    merge with a space inside a piece needs the pair form; Llama pieces have none (spaces are "▁").
+    """
+    tokenizer.save_pretrained(str(directory))
+    path = Path(directory) / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    merges = data["model"].get("merges", [])
+    if any(not isinstance(m, str) for m in merges) and not any(" " in piece for m in merges for piece in m):
+        data["model"]["merges"] = [m if isinstance(m, str) else " ".join(m) for m in merges]
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedTokenizerBase, directory: str | Path,
                     dtype: torch.dtype = torch.bfloat16, max_shard_bytes: int = 4 * 2**30,
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
@@ -592,7 +630,7 @@ def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedToke
         config.update({"architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
                        "torch_dtype": str(dtype).removeprefix("torch.")})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
@@ -668,6 +706,21 @@ def _rebuild_buffers(model: OpenVLAForActionPrediction) -> None:
     model._action_ids = torch.arange(model.config.action_token_ids.start, model.config.base_vocab_size, device=device)
 
 
+def _cast_keeping_buffers(model: nn.Module, dtype: torch.dtype) -> None:
+    """`model.to(dtype)` for parameters and saved buffers only: non-persistent buffers keep their dtype.
+
+    They are computed, not loaded: Llama's rotary `inv_freq` / `original_inv_freq` are fp32, and the
+    released stack (transformers `from_pretrained(torch_dtype=bfloat16)`) never casts them. A bf16
+    `inv_freq` (0.3164 instead of 0.3162) shifts every RoPE angle of a bf16 run.
+    """
+    saved = set(model.state_dict())
+    computed = {name: buf for name, buf in model.named_buffers() if name not in saved}
+    model.to(dtype)
+    for name, buf in computed.items():
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner).register_buffer(attr, buf, persistent=False)
+
+
 def random_openvla(config: OpenVLAConfig, device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> OpenVLAForActionPrediction:
     """A model of `config`'s sizes with N(0, 0.02) weights, built directly on `device` (for benchmarks
     at 7B shapes: cost does not depend on the weight values)."""
@@ -678,7 +731,8 @@ def random_openvla(config: OpenVLAConfig, device: torch.device | str, dtype: tor
         for p in model.parameters():
             p.normal_(0.0, 0.02)
     _rebuild_buffers(model)
-    return model.to(dtype)
+    _cast_keeping_buffers(model, dtype)
+    return model
 
 
 def _pick_attention(requested: str | None, device: torch.device, dtype: torch.dtype) -> str:
@@ -748,7 +802,7 @@ def prepare_model(
         # PyTorch's cuDNN attention fails at run time on SigLIP's head size 72 at batch 96 (seen on H100,
         # torch 2.11); the flash / memory-efficient SDPA kernels handle every shape.
         torch.backends.cuda.enable_cudnn_sdp(False)
-    model.to(dtype)
+    _cast_keeping_buffers(model, dtype)
     model.causal_lm.config._attn_implementation = _pick_attention(attn_implementation, device, dtype)
     if load_in_4bit:
         _quantize_language_model_4bit(model.causal_lm, compute_dtype=dtype)
