@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -563,6 +564,46 @@ def _load_strict(model: OpenVLAForActionPrediction, state: dict[str, torch.Tenso
     model.load_state_dict({_from_checkpoint_key(k): v for k, v in state.items()}, strict=False, assign=True)
 
 
+REMOTE_CODE_GLOB = "*_prismatic.py"
+"""The released remote code beside openvla-7b's weights: configuration_, modeling_, processing_prismatic.py."""
+
+
+def released_preprocessor_config(image_size: int = 224) -> dict[str, Any]:
+    """openvla-7b's preprocessor_config.json: the fields `PrismaticImageProcessor` reads.
+
+    `means`/`stds` are timm's ImageNet stats, but the transform applies `tvf_normalize_params`, which
+    hold them rounded to bf16 (DINOV2_MEAN / DINOV2_STD), as released.
+    """
+    sizes = [[3, image_size, image_size]] * 2
+    return {
+        "auto_map": {"AutoImageProcessor": "processing_prismatic.PrismaticImageProcessor",
+                     "AutoProcessor": "processing_prismatic.PrismaticProcessor"},
+        "image_processor_type": "PrismaticImageProcessor",
+        "image_resize_strategy": "resize-naive",
+        "input_sizes": sizes,
+        "interpolations": ["bicubic", "bicubic"],
+        "means": [[0.485, 0.456, 0.406], list(SIGLIP_MEAN)],
+        "processor_class": "PrismaticProcessor",
+        "stds": [[0.229, 0.224, 0.225], list(SIGLIP_STD)],
+        "tvf_crop_params": [{"output_size": [image_size, image_size]}] * 2,
+        "tvf_do_letterbox": False,
+        "tvf_letterbox_fill": None,
+        "tvf_normalize_params": [{"inplace": False, "mean": list(DINOV2_MEAN), "std": list(DINOV2_STD)},
+                                 {"inplace": False, "mean": list(SIGLIP_MEAN), "std": list(SIGLIP_STD)}],
+        # interpolation 3 = PIL.Image.BICUBIC (see resize_like_released)
+        "tvf_resize_params": [{"antialias": True, "interpolation": 3, "max_size": None,
+                               "size": [image_size, image_size]}] * 2,
+        "use_fused_vision_backbone": True,
+    }
+
+
+def _auto_map_resolves(auto_map: dict[str, Any], directory: Path) -> bool:
+    """Whether every class an `auto_map` names can be found: "module.Class" needs `directory/module.py`;
+    "owner/repo--module.Class" points at a hub repository and needs nothing here."""
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, list) else [v]) if r]
+    return bool(refs) and all("--" in r or (directory / f"{r.rsplit('.', 1)[0]}.py").exists() for r in refs)
+
+
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
     """`tokenizer.save_pretrained(directory)`, with tokenizer.json's BPE merges written as "a b" strings.
 
@@ -582,11 +623,17 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
 
 def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedTokenizerBase, directory: str | Path,
                     dtype: torch.dtype = torch.bfloat16, max_shard_bytes: int = 4 * 2**30,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+                    extra_tensors: dict[str, torch.Tensor] | None = None,
+                    remote_code_from: str | Path | None = None) -> Path:
     """Write a full checkpoint in the released layout (config.json with norm_stats, sharded safetensors
-    with the released key names, tokenizer files), atomically: a temporary directory renamed at the end.
+    with the released key names, tokenizer files, preprocessor_config.json), atomically: a temporary
+    directory renamed at the end.
 
     A LoRA model is saved merged. `extra_tensors` are written as they are (released key names).
+    `remote_code_from`: the base checkpoint directory. Its `*_prismatic.py` files (the released remote
+    code, which openvla-7b ships) are copied unchanged, so that `AutoModelForVision2Seq.from_pretrained(
+    directory, trust_remote_code=True)` and `AutoProcessor` load the result wherever the base loads;
+    config.json keeps an `auto_map` only where the modules it names are there.
     """
     directory = Path(directory)
     lm = model.language_model
@@ -626,10 +673,18 @@ def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedToke
         (tmp / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
         )
+        for source in sorted(Path(remote_code_from).glob(REMOTE_CODE_GLOB)) if remote_code_from else []:
+            shutil.copyfile(source, tmp / source.name)
         config = model.config.to_dict()
         config.update({"architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
                        "torch_dtype": str(dtype).removeprefix("torch.")})
+        if not _auto_map_resolves(config.get("auto_map", {}), tmp):
+            config.pop("auto_map", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        processor_config = released_preprocessor_config(model.config.image_sizes[0])
+        if not _auto_map_resolves(processor_config["auto_map"], tmp):
+            processor_config.pop("auto_map")
+        (tmp / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
         save_tokenizer(tokenizer, tmp)
         if directory.exists():
             shutil.rmtree(directory)
@@ -659,7 +714,8 @@ def resolve_vla_path(vla_path: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(vla_path, allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model"]))
+        patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", REMOTE_CODE_GLOB]
+        return Path(snapshot_download(vla_path, allow_patterns=patterns))
     except Exception as err:  # offline, unknown repo, no permission: all end the same way for the user
         raise OpenVLAError(
             f"could not fetch {vla_path!r} from the Hugging Face hub ({type(err).__name__}); download it where you "
@@ -816,8 +872,28 @@ def prepare_model(
     return model
 
 
+@contextlib.contextmanager
+def _bitsandbytes_warnings_muted():
+    """Mute bitsandbytes' logger while peft is first imported without 4-bit.
+
+    peft imports bitsandbytes whenever it is installed (peft/helpers.py, peft/tuners/lora/bnb.py), and
+    that import logs "Failed to load CPU gemm_4bit_forward from kernels-community" on CPUs with
+    AVX512-BF16 (a CPU 4-bit kernel it could not fetch): noise for every LoRA run that is not 4-bit.
+    Hiding bitsandbytes from peft instead would break a later 4-bit load in the same process. A 4-bit
+    load imports bitsandbytes before peft (`_quantize_language_model_4bit`), so its messages still show.
+    """
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, adapter_path, trainable: bool) -> None:
-    from peft import LoraConfig, PeftModel, get_peft_model
+    with _bitsandbytes_warnings_muted():
+        from peft import LoraConfig, PeftModel, get_peft_model
 
     for p in model.parameters():
         p.requires_grad_(False)
