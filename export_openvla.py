@@ -89,8 +89,8 @@ def find_checkpoint(path: Path) -> tuple[str, Path]:
         return "adapter", path
     if (path / "config.json").exists():
         return "full", path
-    raise OpenVLAError(f"--checkpoint {path} is neither an RL checkpoint ({RL_INFO_FILE}) nor a full checkpoint "
-                       "(config.json)")
+    raise OpenVLAError(f"--checkpoint {path} is neither an RL checkpoint ({RL_INFO_FILE}) nor a full "
+                       "checkpoint (config.json)")
 
 
 def export(args: Args) -> Path:
@@ -114,14 +114,16 @@ def export(args: Args) -> Path:
         base, unnorm_key, trained_in_4bit = checkpoint, None, False
     quantization = read_config(base).extra.get("quantization_config")
     if quantization is not None:
-        raise OpenVLAError(f"the base {base} is stored quantised ({quantization.get('quant_method', quantization)}), "
-                           "so there are no bf16 weights to merge into: pass --vla-path the bf16 checkpoint it was "
-                           "quantised from (e.g. openvla/openvla-7b)")
+        method = quantization.get("quant_method", "quantization_config")
+        raise OpenVLAError(f"the base {base} is stored quantised ({method}), so there are no bf16 weights to "
+                           "merge into: pass --vla-path the bf16 checkpoint it was quantised from (e.g. "
+                           "openvla/openvla-7b)")
 
-    model, processor = load_vla(str(base), device=args.device, dtype=torch.bfloat16,
-                                adapter_path=checkpoint if kind == "adapter" else None, trainable_adapter=False)
+    adapter = checkpoint if kind == "adapter" else None
+    model, processor = load_vla(str(base), device=args.device, dtype=torch.bfloat16, adapter_path=adapter,
+                                trainable_adapter=False)
     if unnorm_key is not None:
-        action_stats(model.config, unnorm_key)  # the run decoded with these statistics: the export must hold them
+        action_stats(model.config, unnorm_key)  # the run decoded with these statistics: the export holds them
     if kind == "adapter":
         if trained_in_4bit:
             print("note: this run trained on a 4-bit base; its LoRA is merged into the bf16 base weights, so "
@@ -130,9 +132,10 @@ def export(args: Args) -> Path:
         model.language_model = model.language_model.merge_and_unload()
     output.parent.mkdir(parents=True, exist_ok=True)
     save_pretrained(model, processor.tokenizer, output, remote_code_from=base)
-    keys = ", ".join(sorted(model.config.norm_stats))
-    print(f"exported {checkpoint} ({'LoRA merged into ' + str(base) if kind == 'adapter' else 'full checkpoint'}) "
-          f"-> {output}\nnorm_stats keys: {keys}" + (f"; this run decodes with unnorm_key={unnorm_key!r}" if unnorm_key else ""))
+    what = f"LoRA merged into {base}" if kind == "adapter" else "full checkpoint"
+    print(f"exported {checkpoint} ({what}) -> {output}")
+    print(f"norm_stats keys: {', '.join(sorted(model.config.norm_stats))}"
+          + (f"; this run decodes with unnorm_key={unnorm_key!r}" if unnorm_key else ""))
     return output
 
 

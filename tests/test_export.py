@@ -13,7 +13,7 @@ from export_openvla import Args, export
 from openvla_patch import BUILTIN_NORM_KEY, LoraSettings, OpenVLAError, load_vla, save_adapter
 
 REPO = Path(__file__).resolve().parents[1]
-INSTRUCTIONS = ["put the green cube on the towel", "put the red block on the plate", "lift it", "push the cup"]
+INSTRUCTIONS = ["put the green cube on the towel", "put the red block on the plate", "lift it", "push cup"]
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +45,12 @@ def test_export_acts_like_the_adapter_run(tiny_dir, rl_checkpoint, tmp_path):
     assert (out / "preprocessor_config.json").exists() and not list(out.glob("adapter_*"))
     assert BUILTIN_NORM_KEY in json.loads((out / "config.json").read_text())["norm_stats"]
     exported, processor = load_vla(str(out), dtype=torch.float32)  # strict: every tensor named as released
-    adapter_run, _ = load_vla(str(tiny_dir), dtype=torch.float32, adapter_path=rl_checkpoint, trainable_adapter=False)
+    adapter_run, _ = load_vla(str(tiny_dir), dtype=torch.float32, adapter_path=rl_checkpoint,
+                              trainable_adapter=False)
     base, _ = load_vla(str(tiny_dir), dtype=torch.float32)
     inputs = _inputs(processor)
-    ours, theirs, before = (m.eval().generate_actions(*inputs, greedy=True) for m in (exported, adapter_run, base))
+    ours, theirs, before = (m.eval().generate_actions(*inputs, greedy=True)
+                            for m in (exported, adapter_run, base))
     assert torch.equal(ours.tokens, theirs.tokens)
     assert (ours.logits - theirs.logits).abs().max() < 0.05  # only the bf16 rounding of the merged weights
     assert not torch.equal(ours.tokens, before.tokens)  # the merged LoRA changed the model
@@ -83,6 +85,7 @@ def test_refusals_name_the_fix(tiny_dir, rl_checkpoint, tmp_path):
 
 def test_cli_error_is_one_line_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "export_openvla.py", "--checkpoint", str(tmp_path / "nope"),
-                           "--output-dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--output-dir", str(tmp_path / "out")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: --checkpoint {tmp_path / 'nope'} does not exist"]

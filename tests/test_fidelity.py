@@ -37,7 +37,7 @@ def _test_images(h: int, w: int) -> np.ndarray:
     """(6, h, w, 3) uint8: two random images, a gradient, a 1-pixel and a 3-pixel checkerboard, hard edges."""
     rng = np.random.default_rng(h * 1000 + w)
     yy, xx = np.mgrid[0:h, 0:w]
-    gradient = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 255 // (h + w)], -1)
+    gradient = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) * 255 // (h + w)], -1)
     fine = np.repeat(((xx + yy) % 2 * 255)[..., None], 3, -1)
     checker = np.repeat(((xx // 3 + yy // 3) % 2 * 255)[..., None], 3, -1)
     edges = np.where((xx > w // 2) ^ (yy > h // 3), 255, 0)[..., None] * np.array([1, 0, 1])
@@ -49,8 +49,8 @@ def _released_pixel_values(image: np.ndarray) -> torch.Tensor:
     cfg = released_preprocessor_config()
     pil = Image.fromarray(image)
     out = []
-    for resize, crop, normalize in zip(cfg["tvf_resize_params"], cfg["tvf_crop_params"], cfg["tvf_normalize_params"],
-                                       strict=True):
+    steps = zip(cfg["tvf_resize_params"], cfg["tvf_crop_params"], cfg["tvf_normalize_params"], strict=True)
+    for resize, crop, normalize in steps:
         x = TVF.resize(pil, **{**resize, "interpolation": TVF.InterpolationMode.BICUBIC})
         x = TVF.center_crop(x, **crop)
         out.append(TVF.normalize(TVF.to_tensor(x), **normalize))
@@ -82,8 +82,9 @@ def test_224_inputs_are_not_resized(tiny_fp32, monkeypatch):
     monkeypatch.setattr(openvla_patch, "resize_like_released", lambda *a: pytest.fail("224x224 was resized"))
     pixel_values = processor.process_images(images)  # numpy input works as tensors do
     x = torch.from_numpy(images).permute(0, 3, 1, 2) / 255
-    assert torch.equal(pixel_values[:, :3], (x - torch.tensor(DINOV2_MEAN)[:, None, None]) / torch.tensor(DINOV2_STD)[:, None, None])
-    assert torch.equal(pixel_values[:, 3:], (x - torch.tensor(SIGLIP_MEAN)[:, None, None]) / torch.tensor(SIGLIP_STD)[:, None, None])
+    for first, mean, std in ((0, DINOV2_MEAN, DINOV2_STD), (3, SIGLIP_MEAN, SIGLIP_STD)):
+        normalised = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+        assert torch.equal(pixel_values[:, first : first + 3], normalised)
 
 
 # --- 2. rotary frequencies stay fp32 under bf16 ---------------------------------------------------------
@@ -96,7 +97,8 @@ def test_bf16_load_keeps_rotary_frequencies_fp32(tiny_dir):
     config = lm.config
     dim = config.hidden_size // config.num_attention_heads
     # transformers' default RoPE init, in fp32 (what the released stack keeps under bf16)
-    expected = 1.0 / (config.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    expected = 1.0 / (config.rope_parameters["rope_theta"] ** exponents)
     for name in ("inv_freq", "original_inv_freq"):
         buffer = getattr(lm.model.rotary_emb, name)
         assert buffer.dtype == torch.float32 and torch.equal(buffer, expected), name
@@ -112,7 +114,8 @@ def test_tokenizer_json_has_string_merges_and_same_ids(tiny_dir):
     assert merges and all(isinstance(m, str) and len(m.split(" ")) == 2 for m in merges)
     written, in_memory = LlamaTokenizer.from_pretrained(str(tiny_dir)), llama_layout_tokenizer()
     for text in ["In: What action should the robot take to put the green cube on the towel?\nOut:",
-                 "place the purple zebra block onto the folded kitchen cloth", "中文 ünïcödé 🤖 ▁ x  y"]:
+                 "place the purple zebra block onto the folded kitchen cloth",
+                 "中文 ünïcödé 🤖 ▁ x  y"]:
         assert written(text)["input_ids"] == in_memory(text)["input_ids"]
 
 
@@ -160,7 +163,8 @@ def test_no_remote_code_invents_none(tiny_dir, tmp_path):
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_loading_without_4bit_does_not_import_bitsandbytes(tiny_dir):
