@@ -167,14 +167,6 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_loading_without_4bit_does_not_import_bitsandbytes(tiny_dir):
-    done = _python("import sys, torch, openvla_patch\n"
-                   "openvla_patch.load_vla(sys.argv[1], dtype=torch.float32)\n"
-                   "print('bitsandbytes' in sys.modules, 'peft' in sys.modules)", str(tiny_dir))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "False"]
-
-
 # bitsandbytes logs its kernels-community warning only on CPUs with AVX512-BF16: pretend this is one.
 FAKE_AVX512_BF16 = """
 import sys
@@ -187,12 +179,15 @@ sys.meta_path.insert(0, Pretend())
 WARNING = "Failed to load CPU gemm_4bit_forward"
 
 
-def test_lora_without_4bit_prints_no_bitsandbytes_warning(tiny_dir):
-    control = _python(FAKE_AVX512_BF16 + "import bitsandbytes")
-    if WARNING not in control.stderr:
-        pytest.skip("this bitsandbytes version logs no kernels-community warning")
+def test_no_bitsandbytes_and_no_warning_without_4bit(tiny_dir):
+    lora = f"openvla_patch.{LoraSettings(rank=2)!r}"
     done = _python(FAKE_AVX512_BF16 + "import torch, openvla_patch\n"
-                   "openvla_patch.load_vla(sys.argv[1], dtype=torch.float32, "
-                   f"lora=openvla_patch.{LoraSettings(rank=2)!r})", str(tiny_dir))
+                   "openvla_patch.load_vla(sys.argv[1], dtype=torch.float32)\n"
+                   "print('bitsandbytes' in sys.modules, 'peft' in sys.modules)\n"
+                   # peft imports bitsandbytes whenever it is installed: with LoRA it is imported, quietly
+                   f"openvla_patch.load_vla(sys.argv[1], dtype=torch.float32, lora={lora})", str(tiny_dir))
     assert done.returncode == 0, done.stderr
-    assert WARNING not in done.stderr
+    assert done.stdout.split() == ["False", "False"]
+    control = _python(FAKE_AVX512_BF16 + "import bitsandbytes")
+    if WARNING in control.stderr:  # what this bitsandbytes prints when imported plainly on such a CPU
+        assert WARNING not in done.stderr
