@@ -25,7 +25,9 @@ that changes the gradient. It provides:
      same mask and temperature, so the PPO ratio starts at 1.
 * `ValueHead`: the blog's MLP on the hidden state of the last prompt token (stop-grad by default).
 * `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
-  SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back.
+  SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back, and
+  `save_pretrained` also what the released stack reads (preprocessor config, the base's remote code, a
+  tokenizer.json for tokenizers 0.19).
 * `make_tiny_openvla`: small random checkpoints in exactly the released file layout, for tests and
   offline experiments (`--vla-path tiny` in every script).
 
