@@ -66,6 +66,7 @@ from openvla_patch import (
     action_stats,
     actions_to_tokens,
     load_vla,
+    resolve_vla_path,
     save_adapter,
     save_pretrained,
     tokens_to_actions,
@@ -290,15 +291,16 @@ def save_checkpoint(model, processor, args: Args, output: Path) -> None:
     fresh bf16 copy of the base, on the CPU.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
+    base = resolve_vla_path(args.vla_path)  # its remote-code files (openvla-7b's) go along
     if not args.load_in_4bit:
-        save_pretrained(model, processor.tokenizer, output)
+        save_pretrained(model, processor.tokenizer, output, remote_code_from=base)
         return
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         save_adapter(model, tmp, base_path=args.vla_path)
         merged, _ = load_vla(args.vla_path, device="cpu", dtype=torch.bfloat16, adapter_path=tmp,
                              trainable_adapter=False)
         merged.config.norm_stats = model.config.norm_stats
-        save_pretrained(merged, processor.tokenizer, output)
+        save_pretrained(merged, processor.tokenizer, output, remote_code_from=base)
 
 
 if __name__ == "__main__":
