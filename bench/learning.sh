@@ -16,7 +16,7 @@
 #   bash bench/learning.sh plot       # training success curves of the RL runs (-> $LEARN_DIR/eval/curves.png)
 # Seeds (openvla_envs' seed policy): demos from 1,000,000, SFT's selection evals from VALIDATION_SEED, RL
 # rollouts from ROLLOUT_SEEDS, the final table from TEST_SEED: no table ever sees a layout that picked it.
-# Env: ITERS (RL iterations, default 120), ENVS (envs per RL run), LR (LoRA learning rate, 1e-3), SAVE_EVERY, RL_ARGS (extra RL flags, e.g.
+# Env: ITERS (RL iterations, default 120), ENVS (envs per RL run), LR (LoRA learning rate, 5e-4), SAVE_EVERY, RL_ARGS (extra RL flags, e.g.
 # "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
 # variant), SFT_STEPS, SFT_EVAL, SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
 # KEY_VARIANTS / EP_KEY and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
@@ -43,7 +43,7 @@ else
 fi
 # RL hyper-parameters shared by the three algorithms (LoRA on the small LM; the scripts' defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
-  --num-steps 80 --num-iterations $ITERS --learning-rate ${LR:-1e-3} --lora-rank 16 --lora-alpha 32 --eval-every 0
+  --num-steps 80 --num-iterations $ITERS --learning-rate ${LR:-5e-4} --lora-rank 16 --lora-alpha 32 --eval-every 0
   --save-every ${SAVE_EVERY:-10} --exp-name ${1:-}${TAG:+_$TAG} ${RL_ARGS:-}"
 
 case "${1:-}" in
@@ -67,7 +67,7 @@ case "${1:-}" in
     while kill -0 $sft 2>/dev/null; do
       sleep 5
       step=$(grep -oE "\[eval\] step [0-9]+: success_once 0\.[34][0-9]*" "$LEARN_DIR/sft.log" | head -1 | cut -d" " -f3 | tr -d : || true)
-      if [ -n "$step" ] && [ -d "$(printf '%s/sft-step%06d' "$LEARN_DIR" "$step")" ]; then kill $sft; fi
+      if [ -n "$step" ] && [ -d "$(printf '%s/sft-step%06d' "$LEARN_DIR" "$step")" ]; then kill $sft 2>/dev/null || true; break; fi
     done
     wait $sft || true
     grep -E "^\[(demos|model|eval|done)\]" "$LEARN_DIR/sft.log" || true

@@ -131,6 +131,12 @@ def bandit_learning(tiny_dir: Path, update, args, fill_batch, iterations: int = 
     torch.manual_seed(0)
     model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=16, alpha=32),
                                     with_value_head=True)
+    # A random init's action logits are nearly flat and stay so: their spread is sqrt(hidden size) x the head's
+    # weight std, 0.16 at the tiny model's width 64 (~1.3 at Llama-2-7B's 4096), and LoRA on the decoder cannot
+    # widen it (the final RMSNorm fixes the hidden state's norm; lm_head has no adapter). Scale the 256 action
+    # rows to 7B's logit spread, so that the policy can become as peaked as a real one.
+    with torch.no_grad():
+        model.causal_lm.lm_head.weight[model._action_ids] *= 8
     lora = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
     optimizer = torch.optim.Adam([{"params": lora, "lr": lr}, {"params": model.value_head.parameters(), "lr": 3e-3}],
                                  eps=1e-5)

@@ -176,5 +176,5 @@ def test_grpo_update_learns_a_bandit(tiny_dir):
     def fill(batch, rewards):
         batch["advantages"] = group_advantages(rewards, len(rewards), scale_rewards=True)
 
-    before, after = bandit_learning(tiny_dir, grpo_update, Args(num_minibatches=4), fill)
+    before, after = bandit_learning(tiny_dir, grpo_update, Args(num_minibatches=4), fill, iterations=12)
     assert 0.35 < before < 0.65 and after >= 0.8, (before, after)

@@ -12,12 +12,14 @@ from scipy.stats import chisquare
 
 from openvla_patch import (
     ACTION_PREFIX_TOKEN_ID,
+    ADAPTER_VISION_FILE,
     BUILTIN_NORM_KEY,
     LoraSettings,
     OpenVLAError,
     action_stats,
     actions_to_tokens,
     load_vla,
+    make_vision_trainable,
     save_adapter,
     tokens_to_actions,
 )
@@ -298,8 +300,11 @@ def test_4bit_lora_trains_only_lora(tiny_dir):
             assert not p.requires_grad and p.grad is None, name
 
 
-def test_lora_adapter_round_trip(tiny_dir, tmp_path):
+@pytest.mark.parametrize("train_vision", [False, True])
+def test_lora_adapter_round_trip(tiny_dir, tmp_path, train_vision):
     model, processor = load_vla(str(tiny_dir), dtype=torch.float32, lora=LoraSettings(rank=4), with_value_head=True)
+    if train_vision:  # towers and projector trained too: they go beside the adapter and come back
+        make_vision_trainable(model)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -307,13 +312,17 @@ def test_lora_adapter_round_trip(tiny_dir, tmp_path):
     ids, mask, px = _inputs(processor, INSTRUCTIONS, _images(3))
     before = model.generate_actions(ids, mask, px, greedy=True)
     save_adapter(model, tmp_path, base_path=str(tiny_dir))
-    assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors"} <= {
-        p.name for p in tmp_path.iterdir()}
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors"} <= written
+    assert (ADAPTER_VISION_FILE in written) == train_vision
     loaded, _ = load_vla(str(tiny_dir), dtype=torch.float32, adapter_path=tmp_path, with_value_head=True)
     after = loaded.generate_actions(ids, mask, px, greedy=True)
     assert torch.equal(before.tokens, after.tokens)
     assert torch.allclose(before.logprobs, after.logprobs, atol=1e-5)
     assert torch.allclose(before.values, after.values, atol=1e-5)
+    if train_vision:
+        assert all(p.requires_grad for p in loaded.projector.parameters())
+        assert torch.equal(loaded.projector.fc1.weight, model.projector.fc1.weight)
 
 
 # --- bad input ------------------------------------------------------------------------------------------------

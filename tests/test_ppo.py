@@ -132,7 +132,7 @@ def test_ppo_update_learns_a_bandit(tiny_dir):
         advantages = rewards - batch["values"]
         batch["advantages"] = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-    before, after = bandit_learning(tiny_dir, ppo_update, Args(num_minibatches=4), fill)
+    before, after = bandit_learning(tiny_dir, ppo_update, Args(num_minibatches=4), fill, iterations=12)
     assert 0.35 < before < 0.65 and after >= 0.8, (before, after)
 
 
