@@ -10,8 +10,9 @@
 #   bash bench/learning.sh ppo        # PPO on `train` from the prior, 120 x 24 x 80 = 230 k env steps
 #   bash bench/learning.sh grpo       # GRPO, the same budget                 (-> $LEARN_DIR/grpo/<run>)
 #   bash bench/learning.sh reinforce  # REINFORCE, the same budget            (-> $LEARN_DIR/reinforce/<run>)
-#   bash bench/learning.sh eval       # prior vs every RL run on fresh test seeds: 200 episodes on train,
-#                                     # unseen_target, red_cube; 100 on the other variants (-> $LEARN_DIR/eval*)
+#   bash bench/learning.sh eval       # prior vs every RL run on fresh test seeds: 200 episodes on train
+#                                     # (eval_key) and on the blog's siblings unseen_target, red_cube (eval_sib),
+#                                     # 100 on the other variants (eval_other)
 #   bash bench/learning.sh table      # -> bench/results/learning.json (+ .md): counts, Wilson CIs, Fisher p
 #   bash bench/learning.sh plot       # training success curves of the RL runs (-> $LEARN_DIR/eval/curves.png)
 # Seeds (openvla_envs' seed policy): demos from 1,000,000, SFT's selection evals from VALIDATION_SEED, RL
@@ -19,7 +20,7 @@
 # Env: ITERS (RL iterations, default 120), ENVS (envs per RL run), LR (LoRA learning rate, 5e-4), SAVE_EVERY, RL_ARGS (extra RL flags, e.g.
 # "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
 # variant), SFT_STEPS, SFT_EVAL, SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
-# KEY_VARIANTS / EP_KEY and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
+# EP_KEY, SIB_VARIANTS / EP_SIB and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
 # default all), REWARD (sparse | shaped); LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,14 +33,14 @@ mkdir -p "$LEARN_DIR"
 SIZES='{"dino": {"embed_dim": 96, "depth": 4, "num_heads": 3}, "siglip": {"embed_dim": 96, "depth": 4, "num_heads": 3},
         "llm": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4}}'
 VARIANTS_SFT=${VARIANTS_SFT:-"train red_cube unseen_target"}
-KEY_VARIANTS=${KEY_VARIANTS:-"train unseen_target red_cube"}
+SIB_VARIANTS=${SIB_VARIANTS:-"unseen_target red_cube"}  # the blog's two siblings: in the SFT data, never in RL
 OTHER_VARIANTS=${OTHER_VARIANTS:-"unseen_phrasing table_color distractor_cube lighting unseen_positions unseen_ee_pose cube_moved"}
 if [ "${LEARN_SMOKE:-0}" = 1 ]; then
-  DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP_SELECT=4; ITERS=2; MINIB=4; GROUP=2; EP_KEY=4; EP_OTHER=2
+  DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP_SELECT=4; ITERS=2; MINIB=4; GROUP=2; EP_KEY=4; EP_SIB=2; EP_OTHER=2
   OTHER_VARIANTS="cube_moved"
 else
   DEMOS=${DEMOS:-400}; SFT_STEPS=${SFT_STEPS:-6000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=${ENVS:-24}; EP_SELECT=48
-  ITERS=${ITERS:-120}; MINIB=16; GROUP=8; EP_KEY=${EP_KEY:-200}; EP_OTHER=${EP_OTHER:-100}
+  ITERS=${ITERS:-120}; MINIB=16; GROUP=8; EP_KEY=${EP_KEY:-200}; EP_SIB=${EP_SIB:-200}; EP_OTHER=${EP_OTHER:-100}
 fi
 # RL hyper-parameters shared by the three algorithms (LoRA on the small LM; the scripts' defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
@@ -101,16 +102,16 @@ PY
     ;;
   eval)
     runs=${RUNS:-$(ls -d "$LEARN_DIR"/{ppo,grpo,reinforce}/*/ 2>/dev/null || true)}
-    for part in key:$EP_KEY other:$EP_OTHER; do
-      name=${part%%:*}; episodes=${part##*:}
-      [ "$name" = key ] && variants=$KEY_VARIANTS || variants=$OTHER_VARIANTS
+    for part in "key $EP_KEY train" "sib $EP_SIB $SIB_VARIANTS" "other $EP_OTHER $OTHER_VARIANTS"; do
+      set -- $part; name=$1; episodes=$2; shift 2
       python3 eval_generalization.py --checkpoints "$LEARN_DIR/prior" $runs --unnorm-key sft_tabletop \
-        --variants $variants --episodes $episodes --num-envs ${EVAL_ENVS:-25} --videos-per-variant 1 \
+        --variants "$@" --episodes $episodes --num-envs ${EVAL_ENVS:-25} --videos-per-variant 1 \
         --output-dir "$LEARN_DIR/eval_$name"
     done
     ;;
   table)
-    python3 bench/learning_table.py --evals "$LEARN_DIR"/eval_key "$LEARN_DIR"/eval_other --out bench/results/learning.json
+    python3 bench/learning_table.py --evals $(ls -d "$LEARN_DIR"/eval_{key,sib,other} 2>/dev/null) \
+      --out bench/results/learning.json
     ;;
   plot)
     python3 bench/plot_curves.py --runs $(ls -d "$LEARN_DIR"/{ppo,grpo,reinforce}/*/ 2>/dev/null) \
