@@ -123,7 +123,7 @@ def test_lora_computes_in_bf16_over_fp32_weights_and_first_ratio_is_one(tiny_dir
     handle.remove()
     assert seen and set(seen) == {(torch.bfloat16, torch.bfloat16)}  # no fp32 activations in the LoRA path
     first_ratio = (ev.logprobs.float() - sample.logprobs).exp()
-    assert torch.allclose(first_ratio, torch.ones_like(first_ratio), atol=1e-2)  # bf16 rounding only
+    assert torch.allclose(first_ratio, torch.ones_like(first_ratio), atol=1e-3)  # bf16 rounding only
     ev.logprobs.sum().backward()
     grads = [p.grad for p in lora.values() if p.grad is not None]
     assert grads and all(g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
