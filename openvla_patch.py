@@ -24,6 +24,9 @@ that changes the gradient. It provides:
      the distribution it sampled from, and `evaluate_actions` recomputes them teacher-forced with the
      same mask and temperature, so the PPO ratio starts at 1.
 * `ValueHead`: the blog's MLP on the hidden state of the last prompt token (stop-grad by default).
+* Speed (issue 13): the 6 decode steps replayed as a CUDA graph over a static KV cache on GPUs (the eager
+  path kept as the reference); LoRA computing in the base dtype over fp32 master weights (`lm_autocast`);
+  the rollout's patch embeddings reusable by the update, which then skips the frozen vision towers.
 * `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
   SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back.
 * `make_tiny_openvla`: small random checkpoints in exactly the released file layout, for tests and
@@ -369,7 +372,7 @@ class OpenVLAForActionPrediction(nn.Module):
 
     Parameter names are those of the released checkpoint, except timm's LayerScale `gamma` (stored as
     `scale_factor`, renamed on load and save) and `value_head.*` (ours, saved beside a LoRA adapter).
-    Besides parameters it holds `decode_graphs` (see "Decoding the 7 action tokens" above).
+    Besides parameters it holds `decode_graphs` (see "Decoding the 7 action tokens" below).
     """
 
     def __init__(self, config: OpenVLAConfig, with_value_head: bool = False):
@@ -441,12 +444,13 @@ class OpenVLAForActionPrediction(nn.Module):
         the +70 % prefill time of LoRA r32 at 7B (issue 13). `_attach_lora` turns that cast off; under
         autocast the fp32 master weights (what the optimizer steps) are cast to bf16 for the matmuls and
         everything else already runs in bf16. Rollout and update both run under it, so they compute the
-        same function and the PPO ratio still starts at 1. A no-op without LoRA or in fp32.
+        same function and the PPO ratio still starts at 1. A no-op without LoRA or in fp32. No cast cache:
+        each LoRA weight is used once per pass anyway, and a cache must not outlive a CUDA graph capture.
         """
         weight = self.causal_lm.get_input_embeddings().weight
         if weight.dtype == torch.float32 or not hasattr(self.language_model, "peft_config"):
             return contextlib.nullcontext()
-        return torch.autocast(weight.device.type, dtype=weight.dtype)
+        return torch.autocast(weight.device.type, dtype=weight.dtype, cache_enabled=False)
 
     def _action_logits(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
         """Hidden states (..., H) -> tempered fp32 logits over the 256 action tokens (..., 256).
@@ -512,8 +516,9 @@ class OpenVLAForActionPrediction(nn.Module):
         Fix 1: the attention mask covers each row's padding in every cached step and position ids continue
         from each row's own count of real tokens, so the cached steps ignore padding too.
         Fix 3: the returned log-probs are those of the exact distribution sampled from.
-        `decode` picks how the 6 cached steps run ("Decoding the 7 action tokens" above): by default a CUDA
-        graph on a GPU, else "dynamic"; "dynamic", "static" or "cuda_graph" force one. With
+        `decode` picks how the 6 cached steps run ("Decoding the 7 action tokens" below): by default a CUDA
+        graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
+        force one (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
         `evaluate_actions(..., patch_embeddings=...)`.
         """
@@ -584,9 +589,10 @@ class OpenVLAForActionPrediction(nn.Module):
 # the slots filled so far), which transformers passes to the attention function unchanged, and our cache
 # object writes each layer's new key/value at the slot: nothing depends on transformers' Cache internals.
 # The graph is captured once per (batch size, cache length) and kept in `model.decode_graphs` with its KV
-# cache (B x length x 512 KiB at 7B: 3.6 GiB at B=24); it reads the weights in place, so optimizer steps
-# are seen, and it is captured anew if a parameter tensor was replaced (`_fingerprint`). The eager
-# reference is `decode="dynamic"` (transformers' DynamicCache); `decode="static"` runs the graph's code
+# cache (B x length x 512 KiB at 7B: 3.4 GiB at B=24, 13.5 GiB at B=96, held between calls); it reads the
+# weights in place, so optimizer steps are seen, and it is captured anew if a parameter tensor was
+# replaced (`_fingerprint`). The eager reference is `decode="dynamic"` (transformers' DynamicCache), also
+# the default for flash-attention (which takes no 4-D mask); `decode="static"` runs the graph's code
 # without capturing it (CPU tests).
 
 DECODE_MODES = ("dynamic", "static", "cuda_graph")

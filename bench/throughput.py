@@ -219,7 +219,7 @@ def check_fast_decode(model, ids, mask, px) -> dict:
 
     `static` runs the graph's exact code eagerly (expect identical results); `dynamic` is transformers'
     DynamicCache (expect bf16 rounding differences: log-probs compared while the token prefix agrees).
-    The first ratio is `evaluate_actions` (reused patch embeddings) over the fast rollout's log-probs.
+    The first ratios are `evaluate_actions` (reused patch embeddings) over each rollout's log-probs.
     """
     fast = "cuda_graph" if DEVICE == "cuda" else "static"
 
@@ -230,6 +230,7 @@ def check_fast_decode(model, ids, mask, px) -> dict:
     a, static, dynamic = run(fast), run("static"), run("dynamic")
     with torch.no_grad():
         ev = model.evaluate_actions(ids, mask, None, a.tokens, patch_embeddings=a.patch_embeddings)
+        ev_eager = model.evaluate_actions(ids, mask, None, dynamic.tokens, patch_embeddings=dynamic.patch_embeddings)
     same_prefix = (a.tokens == dynamic.tokens).long().cumprod(1).bool()  # (B, 7)
     row = {
         "fast_decode": fast, "cuda_graph_error": model.cuda_graph_error,
@@ -237,11 +238,18 @@ def check_fast_decode(model, ids, mask, px) -> dict:
         "fast_vs_static_max_logprob_diff": (a.logprobs - static.logprobs).abs().max().item(),
         "fast_vs_dynamic_tokens_equal": torch.equal(a.tokens, dynamic.tokens),
         "fast_vs_dynamic_rows_differing": int((~same_prefix[:, -1]).sum()),
-        "fast_vs_dynamic_max_logprob_diff": (a.logprobs - dynamic.logprobs).abs()[same_prefix].max().item(),
+        "fast_vs_dynamic_max_logprob_diff": (a.logprobs - dynamic.logprobs).abs()[same_prefix].max().item()
+        if same_prefix.any() else None,
         "first_ratio_max_dev": (ev.logprobs.float() - a.logprobs).exp().sub(1).abs().max().item(),
+        "first_ratio_max_dev_eager": (ev_eager.logprobs.float() - dynamic.logprobs).exp().sub(1).abs().max().item(),
     }
-    row["graph_check_ok"] = (model.cuda_graph_error is None and row["fast_vs_static_tokens_equal"]
-                             and row["fast_vs_dynamic_max_logprob_diff"] <= 1e-3 and row["first_ratio_max_dev"] <= 1e-3)
+    # The graph replays the static decoder's kernels: identical results. Against the DynamicCache, bf16
+    # rounding differs (another key length); issue 13's bar is 1e-3, and the eager first ratio's
+    # deviation above is the yardstick of bf16 noise between two eager passes.
+    row["graph_exact"] = (model.cuda_graph_error is None and row["fast_vs_static_tokens_equal"]
+                          and row["fast_vs_static_max_logprob_diff"] == 0.0)
+    row["graph_within_1e-3_of_eager"] = row["fast_vs_dynamic_tokens_equal"] and (
+        row["fast_vs_dynamic_max_logprob_diff"] <= 1e-3)
     return row
 
 
