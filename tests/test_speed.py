@@ -129,3 +129,23 @@ def test_lora_computes_in_bf16_over_fp32_weights_and_first_ratio_is_one(tiny_dir
     ev.logprobs.sum().backward()
     grads = [p.grad for p in lora.values() if p.grad is not None]
     assert grads and all(g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+# --- bench/throughput.py smoke run -----------------------------------------------------------------------
+
+
+def test_throughput_bench_tiny_rollout_rows(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "throughput.json"
+    subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--tiny", "--sections", "rollout",
+                    "--quant", "bf16", "--lora", "on", "--batch-sizes", "2", "--repeats", "1",
+                    "--hf-loop-max-batch", "0", "--out", str(out)], check=True, cwd=root, capture_output=True)
+    (row,) = json.loads(out.read_text())["rollout"]
+    assert {"quant": "bf16", "batch": 2, "lora": True}.items() <= row.items()
+    assert row["ours_over_floor"] == row["ours_s"] / row["floor_s"] > 0
+    assert row["graph_exact"] and row["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
