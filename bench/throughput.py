@@ -304,8 +304,8 @@ def measure_rollout(args: Args, config, ceilings, save) -> list[dict]:
         for batch in args.batch_sizes:
             try:
                 row = rollout_row(args, model, processor, quant, lora, batch, ceilings)
-            except torch.OutOfMemoryError as err:
-                row = {"quant": quant, "batch": batch, "lora": lora, "error": f"out of memory: {err}"[:300]}
+            except Exception as err:  # out of memory, or a failure of ours: recorded, the other rows still run
+                row = {"quant": quant, "batch": batch, "lora": lora, "error": f"{type(err).__name__}: {err}"[:500]}
             model.decode_graphs.clear()  # free the captured graphs' KV caches
             print(json.dumps(row), flush=True)
             rows.append(row)
