@@ -17,11 +17,14 @@ Deviations from GRPO as usually written, and from RL4VLA:
    log-probs, so the ratio is exp(sum new - sum old), and the entropy bonus (off by default) is the sum of
    the 7 per-token entropies at the taken prefix. A "completion" of LLM GRPO is here an episode of
    num_steps composite actions, all of the same length, so the per-token and per-sequence loss
-   normalisations (DAPO, Dr. GRPO) coincide: the loss is the mean over all steps of the minibatch.
+   normalisations (DAPO, Dr. GRPO) coincide: the loss is the mean over the minibatch's steps.
 2. Episodes have a fixed length and every env resets together at the start of each iteration; the
-   return of an episode is R = sum_t gamma^t r_t with gamma = 1 by default (RL4VLA): with the sparse
-   per-step success reward (the default), R is the number of steps spent in success, so of two successful
-   episodes the faster one (that stays successful) gets the larger advantage.
+   return of an episode is R = sum_t gamma^t r_t with gamma = 1 by default (RL4VLA). An episode ends at
+   its first success (`--success-ends-episode`, as in PPO): that step keeps its reward, later steps leave
+   the loss, so with the sparse reward R is 1 for a success and 0 otherwise, the quantity evaluated.
+   Without it (the old default) R counted the steps spent in success, and the steps after a success,
+   where the action hardly matters, carried the episode's advantage too. There is no critic, so the
+   time limit needs no bootstrap: R is the episode's outcome.
 3. A group lives on one rank (`num_envs / world_size` must be a multiple of `group_size`), so group
    statistics need no communication. RL4VLA ran one group of 64 same-init envs; we default to 8 groups of
    8 (64 envs, as RL4VLA): more initial states per iteration for the same samples, and with success rates
@@ -44,6 +47,10 @@ Deviations from GRPO as usually written, and from RL4VLA:
    be 1 (`losses/first_ratio`: rollout policy == learning policy, blog fix 3). The blog used a learned
    success detector; our built-in tasks read success from the simulator.
 
+8. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains the vision
+   towers and projector (full fine-tuning, fp32), so that RL can correct what the image features miss: the
+   small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL that cannot touch them
+   cannot fix their perception errors (issue 12). Saved beside the adapter (`vision.safetensors`).
 Launch:
     # one GPU, the real model (needs internet once, or a local copy): 8 groups of 8
     python grpo_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 64 --group-size 8
@@ -109,7 +116,7 @@ class Args:
     num_iterations: int = 120
     """training iterations (rollout + update)"""
     num_minibatches: int = 20
-    """minibatches per epoch (each rank splits its num_steps x local envs samples into this many)"""
+    """minibatches per epoch (each rank splits the samples of its rollout that are in the loss into this many)"""
     update_epochs: int = 1
     """passes over the rollout batch per iteration"""
     micro_batch_size: int = 16
@@ -118,6 +125,8 @@ class Args:
     """Adam learning rate of the LoRA weights"""
     gamma: float = 1.0
     """discount inside the episode return R = sum_t gamma^t r_t (1: the plain sum, RL4VLA)"""
+    success_ends_episode: bool = True
+    """an episode ends at its first success: reward there, later steps out of the loss (deviation 2)"""
     scale_rewards: bool = True
     """divide the group-centred returns by the group's std (GRPO, TRL's scale_rewards); off: Dr. GRPO"""
     clip_coef: float = 0.2
@@ -144,6 +153,9 @@ class Args:
     """LoRA rank on every linear layer of the language model"""
     lora_alpha: int = 16
     """LoRA alpha"""
+    train_vision: bool = False
+    """also train the vision towers and projector (full fine-tuning in fp32, at the LoRA learning rate); off: the
+    blog's LoRA on the language model only. 7B: +0.7 B trainable parameters (~11 GB with Adam state)"""
     gradient_checkpointing: bool = False
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
     output_dir: str = "runs"
@@ -171,10 +183,18 @@ class Args:
 # ---------------------------------------------------------------------------------------------------
 
 
+def episode_masks(successes: torch.Tensor, success_ends_episode: bool) -> torch.Tensor:
+    """successes (T, N) bool, the env's per-step success -> alive (T, N) bool: with `success_ends_episode`,
+    False for every step after an episode's first success (they leave the loss); else all True."""
+    if not success_ends_episode:
+        return torch.ones_like(successes)
+    return (successes.long().cumsum(0) - successes.long()) == 0  # no success at an earlier step
+
+
 def group_seeds(np_rng: np.random.Generator, num_envs: int, group_size: int) -> list[int]:
     """Reset seeds for `num_envs` envs: one fresh seed per group, repeated for its `group_size`
     consecutive envs (env i belongs to group i // group_size), so a group starts from one state."""
-    seeds = np_rng.integers(0, 2**31 - 1, size=num_envs // group_size)
+    seeds = np_rng.integers(*openvla_envs.ROLLOUT_SEEDS, size=num_envs // group_size)
     return np.repeat(seeds, group_size).tolist()
 
 
@@ -188,28 +208,31 @@ def group_advantages(returns, group_size: int, scale_rewards: bool, eps: float =
     return advantages.reshape(-1)
 
 
+ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+
+
 def grpo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int) -> dict:
     """`update_epochs` passes of `num_minibatches` clipped steps over `batch` (flat, this rank's samples):
     obs (B, H, W, 3) uint8, input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs,
-    advantages (B,). Returns the losses averaged over all minibatches (and the KL to the reference when beta > 0)."""
+    advantages (B,), alive (B,) bool: only alive samples are in the loss (deviation 2). Returns the losses
+    averaged over all minibatches (and the KL to the reference when beta > 0), and each action dimension's entropy."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    batch_size = batch["actions"].shape[0]
-    minibatch_size = batch_size // args.num_minibatches
-    micro = min(args.micro_batch_size or minibatch_size, minibatch_size)
+    alive_inds = batch["alive"].nonzero().squeeze(-1).cpu()
+    micro = args.micro_batch_size or max(1, len(alive_inds))
     clip_low = args.clip_coef
     clip_high = args.clip_coef if args.clip_coef_high is None else args.clip_coef_high
     stats = {k: [] for k in ("policy_loss", "entropy", "approx_kl", "clipfrac", *(("kl",) if args.beta > 0 else ()))}
-    first_ratio = None
+    entropy_per_dim, first_ratio = [], None
     model.train()
     for _epoch in range(args.update_epochs):
-        b_inds = torch.randperm(batch_size)
-        for start in range(0, batch_size, minibatch_size):
-            mb_inds = b_inds[start : start + minibatch_size]
+        b_inds = alive_inds[torch.randperm(len(alive_inds))]
+        for mb_inds in torch.tensor_split(b_inds, args.num_minibatches):  # sizes differ by at most 1
+            if len(mb_inds) == 0 and world_size == 1:  # fewer samples in the loss than minibatches
+                continue
             optimizer.zero_grad(set_to_none=True)
             mb_stats = {k: 0.0 for k in stats}
-            for mstart in range(0, minibatch_size, micro):
-                inds = mb_inds[mstart : mstart + micro]
-                weight = len(inds) / minibatch_size  # gradient accumulation: the minibatch mean
+            for inds in torch.split(mb_inds, micro) if len(mb_inds) else ():  # (an empty rank still all-reduces)
+                weight = len(inds) / len(mb_inds)  # gradient accumulation: the minibatch mean
                 pixel_values = processor.process_images(batch["obs"][inds], dtype)  # (b, 6, 224, 224)
                 ev = model.evaluate_actions(batch["input_ids"][inds], batch["attention_mask"][inds], pixel_values,
                                             batch["actions"][inds], temperature=args.temperature)
@@ -221,6 +244,7 @@ def grpo_update(args: Args, model, processor, optimizer, batch: dict, dtype: tor
                     clipfrac = ((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float().mean()
                     if first_ratio is None:
                         first_ratio = ratio.mean().item()  # must be 1: rollout policy == learning policy
+                    entropy_per_dim.append(ev.entropy.mean(0))  # (7,)
 
                 mb_advantages = batch["advantages"][inds]
                 # PPO eq. 7 with DAPO's clip-higher: pessimistic bound of the unclipped and clipped surrogate
@@ -259,6 +283,8 @@ def grpo_update(args: Args, model, processor, optimizer, batch: dict, dtype: tor
                 break
     out = {k: float(np.mean(v)) for k, v in stats.items()}
     out["first_ratio"] = first_ratio
+    dims = torch.stack(entropy_per_dim).mean(0).tolist()  # (7,) nats, mean over micro-batches
+    out.update({f"entropy_{name}": e for name, e in zip(ACTION_DIM_NAMES, dims, strict=True)})
     return out
 
 
@@ -354,7 +380,8 @@ def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, 
         local_episodes = max(1, -(-args.eval_episodes // world_size))
         success_once, success_at_end, frames = [], [], []
         for round_start in range(0, local_episodes, envs.num_envs):
-            seeds = [10**6 + rank * local_episodes + round_start + i for i in range(envs.num_envs)]
+            seeds = [openvla_envs.VALIDATION_SEED + rank * local_episodes + round_start + i  # seed policy in openvla_envs
+                     for i in range(envs.num_envs)]
             obs, instructions = envs.reset(seeds)
             input_ids, attention_mask = processor.tokenize(instructions, device=obs.device)
             for _ in range(args.num_steps):
@@ -403,10 +430,12 @@ def main(args: Args) -> None:
     if local_num_envs % args.group_size:
         raise ovp.OpenVLAError(f"--num-envs {args.num_envs} / {world_size} ranks = {local_num_envs} envs per rank must be a "
                                f"multiple of --group-size {args.group_size}: a group lives on one rank")
-    local_batch_size = args.num_steps * local_num_envs  # samples per rank per iteration
-    if local_batch_size % args.num_minibatches:
-        raise ovp.OpenVLAError(f"num_steps x num_envs / ranks = {local_batch_size} samples per rank must be divisible "
-                               f"by --num-minibatches {args.num_minibatches}")
+    local_batch_size = args.num_steps * local_num_envs  # samples per rank per iteration (before masking)
+    if not 1 <= args.num_minibatches <= local_batch_size:
+        raise ovp.OpenVLAError(f"--num-minibatches must be in 1..{local_batch_size} (num_steps x num_envs / ranks)")
+    if args.beta > 0 and args.train_vision:
+        raise ovp.OpenVLAError("--beta's reference is the model with its LoRA adapter off, which --train-vision's "
+                               "trained towers would still be in: use one or the other")
     if args.micro_batch_size < 0:
         raise ovp.OpenVLAError(f"--micro-batch-size {args.micro_batch_size} must be >= 0 (0: the whole minibatch)")
     _, _, robot = openvla_envs.resolve(args.env_id)  # unknown id / missing assets fail here, before loading 7B
@@ -459,6 +488,8 @@ def main(args: Args) -> None:
         lora=None if resume_dir else ovp.LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
         adapter_path=resume_dir, with_value_head=False, gradient_checkpointing=args.gradient_checkpointing,
     )  # no value head: the group is the baseline, so the checkpoints hold the LoRA adapter only
+    if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
+        ovp.make_vision_trainable(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
     if world_size > 1:  # every rank starts from rank 0's LoRA init
         for p in model.parameters():
@@ -487,7 +518,7 @@ def main(args: Args) -> None:
     actions = torch.zeros((T, N, ovp.ACTION_DIM), dtype=torch.long, device=device)  # action token ids
     logprobs = torch.zeros((T, N), device=device)
     rewards = torch.zeros((T, N), device=device)
-    dones = torch.zeros((T, N), device=device)
+    successes = torch.zeros((T, N), dtype=torch.bool, device=device)  # the env's success indicator per step
 
     # SIGTERM / SIGINT: stop at the next safe point, save, exit 0 (preemptible clusters)
     stop = {"requested": False}
@@ -543,7 +574,7 @@ def main(args: Args) -> None:
             next_obs, reward, done, infos = envs.step(env_actions)
             env_time += time.time() - env_start
             rewards[step] = reward
-            dones[step] = done.float()
+            successes[step] = infos["success"]
             if stop_requested():
                 interrupted = True
                 break
@@ -555,8 +586,9 @@ def main(args: Args) -> None:
 
         # advantages: each episode's return against its group's, given to every step of the episode
         with torch.no_grad():
+            alive = episode_masks(successes, args.success_ends_episode)  # (T, N)
             discounts = args.gamma ** torch.arange(T, device=device, dtype=torch.float32)  # (T,)
-            episode_returns = (discounts[:, None] * rewards).sum(0)  # (N,) R = sum_t gamma^t r_t (deviation 2)
+            episode_returns = (discounts[:, None] * rewards * alive).sum(0)  # (N,) R = sum_t gamma^t r_t (deviation 2)
             episode_advantages = group_advantages(episode_returns, args.group_size, args.scale_rewards)  # (N,)
             advantages = episode_advantages.expand(T, N)  # (T, N)
             grouped = episode_returns.view(-1, args.group_size)
@@ -571,6 +603,7 @@ def main(args: Args) -> None:
             "actions": actions.reshape(-1, ovp.ACTION_DIM),
             "logprobs": logprobs.reshape(-1),
             "advantages": advantages.reshape(-1),
+            "alive": alive.reshape(-1),
         }
         losses = grpo_update(args, model, processor, optimizer, batch, dtype, world_size)
         update_time = time.time() - update_start
@@ -581,6 +614,7 @@ def main(args: Args) -> None:
             "charts/success_at_end": infos["success_at_end"].float().mean().item(),
             "charts/episodic_return": infos["episodic_return"].mean().item(),
             "charts/frac_zero_adv_groups": frac_zero_adv_groups,
+            "charts/frac_steps_in_loss": alive.float().mean().item(),
             **{f"losses/{k}": v for k, v in losses.items()},
         }
         metrics = {k: _mean_over_ranks(v, world_size) for k, v in metrics.items()}

@@ -28,7 +28,9 @@ that changes the gradient. It provides:
   path kept as the reference); LoRA computing in the base dtype over fp32 master weights (`lm_autocast`);
   the rollout's patch embeddings reusable by the update, which then skips the frozen vision towers.
 * `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
-  SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back.
+  SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back, and
+  `save_pretrained` also what the released stack reads (preprocessor config, the base's remote code, a
+  tokenizer.json for tokenizers 0.19).
 * `make_tiny_openvla`: small random checkpoints in exactly the released file layout, for tests and
   offline experiments (`--vla-path tiny` in every script).
 
@@ -40,12 +42,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -94,6 +99,7 @@ BRIDGE_NORM_STATS: dict[str, Any] = {
 TINY_CACHE_DIR = Path(os.environ.get("OPENVLA_RL_CACHE", Path.home() / ".cache" / "openvla-rl"))
 """Where `--vla-path tiny` writes its checkpoint (override with $OPENVLA_RL_CACHE; safe to delete)."""
 ADAPTER_VALUE_HEAD_FILE = "value_head.safetensors"
+ADAPTER_VISION_FILE = "vision.safetensors"  # towers + projector, when RL trained them (`make_vision_trainable`)
 
 
 class OpenVLAError(ValueError):
@@ -223,6 +229,24 @@ def actions_to_tokens(actions: torch.Tensor, config: OpenVLAConfig, stats: dict[
 # ---------------------------------------------------------------------------------------------------
 
 
+def resize_like_released(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB (B, H, W, 3) -> (B, size, size, 3), each image resized exactly as the released processor
+    resizes it: PIL's bicubic `Image.resize` (torchvision's `resize` of a PIL image, `interpolation=3`).
+
+    PIL resamples in two passes and rounds to uint8 after each; which pass runs first depends on the
+    sizes, and with bicubic's overshoot clipped in between that order alone moves pixels by up to 20/255
+    (upscaling one side, shrinking the other). torchvision's uint8 resize and float `F.interpolate`
+    passes each missed PIL by more than 1/255 on some sizes, so PIL itself it is (tests/test_fidelity.py).
+    It costs ~5 ms per 640x480 image on one CPU core (torchvision's: ~0.7 ms); PIL releases the GIL while
+    it resamples, so a thread pool spreads a batch over the cores.
+    """
+    def one(image: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1, 16)) as pool:
+        return np.stack(list(pool.map(one, images)))
+
+
 class OpenVLAProcessor:
     """Images and instructions -> model inputs, batched, on the images' device."""
 
@@ -232,18 +256,19 @@ class OpenVLAProcessor:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 32000
 
     def process_images(self, images: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 RGB (B, H, W, 3), any H and W -> pixel_values (B, 6, 224, 224).
+        """uint8 RGB (B, H, W, 3), any H and W, on any device -> pixel_values (B, 6, 224, 224) there.
 
-        Resized to exactly 224x224 without keeping the aspect ratio (bicubic, antialiased, as PIL does
-        in the released processor); channels 0-2 DINOv2-normalised, 3-5 SigLIP-normalised.
+        Resized to exactly 224x224 without keeping the aspect ratio by PIL itself, as the released
+        processor does (`resize_like_released`); 224x224 inputs are used as they are. Channels 0-2
+        DINOv2-normalised, 3-5 SigLIP-normalised.
         """
         images = torch.as_tensor(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {tuple(images.shape)} {images.dtype}")
-        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
-            x = x.clamp(0.0, 1.0)
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            resized = resize_like_released(images.cpu().numpy(), self.image_size)
+            images = torch.from_numpy(resized).to(images.device)
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224) in [0, 1]
         dino = (x - x.new_tensor(DINOV2_MEAN)[:, None, None]) / x.new_tensor(DINOV2_STD)[:, None, None]
         siglip = (x - x.new_tensor(SIGLIP_MEAN)[:, None, None]) / x.new_tensor(SIGLIP_STD)[:, None, None]
         return torch.cat([dino, siglip], dim=1).to(dtype)  # (B, 6, 224, 224)
@@ -776,13 +801,76 @@ def _load_strict(model: OpenVLAForActionPrediction, state: dict[str, torch.Tenso
     model.load_state_dict({_from_checkpoint_key(k): v for k, v in state.items()}, strict=False, assign=True)
 
 
+REMOTE_CODE_GLOB = "*_prismatic.py"
+"""The released remote code beside openvla-7b's weights: configuration_, modeling_, processing_prismatic.py."""
+
+
+def released_preprocessor_config(image_size: int = 224) -> dict[str, Any]:
+    """openvla-7b's preprocessor_config.json: the fields `PrismaticImageProcessor` reads.
+
+    `means`/`stds` are timm's ImageNet stats, but the transform applies `tvf_normalize_params`, which
+    hold them rounded to bf16 (DINOV2_MEAN / DINOV2_STD), as released.
+    """
+    sizes = [[3, image_size, image_size]] * 2
+    return {
+        "auto_map": {"AutoImageProcessor": "processing_prismatic.PrismaticImageProcessor",
+                     "AutoProcessor": "processing_prismatic.PrismaticProcessor"},
+        "image_processor_type": "PrismaticImageProcessor",
+        "image_resize_strategy": "resize-naive",
+        "input_sizes": sizes,
+        "interpolations": ["bicubic", "bicubic"],
+        "means": [[0.485, 0.456, 0.406], list(SIGLIP_MEAN)],
+        "processor_class": "PrismaticProcessor",
+        "stds": [[0.229, 0.224, 0.225], list(SIGLIP_STD)],
+        "tvf_crop_params": [{"output_size": [image_size, image_size]}] * 2,
+        "tvf_do_letterbox": False,
+        "tvf_letterbox_fill": None,
+        "tvf_normalize_params": [{"inplace": False, "mean": list(DINOV2_MEAN), "std": list(DINOV2_STD)},
+                                 {"inplace": False, "mean": list(SIGLIP_MEAN), "std": list(SIGLIP_STD)}],
+        # interpolation 3 = PIL.Image.BICUBIC (see resize_like_released)
+        "tvf_resize_params": [{"antialias": True, "interpolation": 3, "max_size": None,
+                               "size": [image_size, image_size]}] * 2,
+        "use_fused_vision_backbone": True,
+    }
+
+
+def _auto_map_resolves(auto_map: dict[str, Any], directory: Path) -> bool:
+    """Whether every class an `auto_map` names can be found: "module.Class" needs `directory/module.py`;
+    "owner/repo--module.Class" points at a hub repository and needs nothing here."""
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, list) else [v]) if r]
+    return bool(refs) and all("--" in r or (directory / f"{r.rsplit('.', 1)[0]}.py").exists() for r in refs)
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """`tokenizer.save_pretrained(directory)`, with tokenizer.json's BPE merges written as "a b" strings.
+
+    tokenizers >= 0.20 writes each merge as a pair ["a", "b"], which tokenizers 0.19.1 (the version the
+    original OpenVLA stack pins) cannot read ("data did not match any variant of untagged enum
+    ModelWrapper"); every version reads the string form, which the released tokenizer.json uses. Only a
+    merge with a space inside a piece needs the pair form; Llama pieces have none (spaces are "▁").
+    """
+    tokenizer.save_pretrained(str(directory))
+    path = Path(directory) / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    merges = data["model"].get("merges", [])
+    if any(not isinstance(m, str) for m in merges) and not any(" " in piece for m in merges for piece in m):
+        data["model"]["merges"] = [m if isinstance(m, str) else " ".join(m) for m in merges]
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedTokenizerBase, directory: str | Path,
                     dtype: torch.dtype = torch.bfloat16, max_shard_bytes: int = 4 * 2**30,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+                    extra_tensors: dict[str, torch.Tensor] | None = None,
+                    remote_code_from: str | Path | None = None) -> Path:
     """Write a full checkpoint in the released layout (config.json with norm_stats, sharded safetensors
-    with the released key names, tokenizer files), atomically: a temporary directory renamed at the end.
+    with the released key names, tokenizer files, preprocessor_config.json), atomically: a temporary
+    directory renamed at the end.
 
     A LoRA model is saved merged. `extra_tensors` are written as they are (released key names).
+    `remote_code_from`: the base checkpoint directory. Its `*_prismatic.py` files (the released remote
+    code, which openvla-7b ships) are copied unchanged, so that `AutoModelForVision2Seq.from_pretrained(
+    directory, trust_remote_code=True)` and `AutoProcessor` load the result wherever the base loads;
+    config.json keeps an `auto_map` only where the modules it names are there.
     """
     directory = Path(directory)
     lm = model.language_model
@@ -822,11 +910,19 @@ def save_pretrained(model: OpenVLAForActionPrediction, tokenizer: PreTrainedToke
         (tmp / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
         )
+        for source in sorted(Path(remote_code_from).glob(REMOTE_CODE_GLOB)) if remote_code_from else []:
+            shutil.copyfile(source, tmp / source.name)
         config = model.config.to_dict()
         config.update({"architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
                        "torch_dtype": str(dtype).removeprefix("torch.")})
+        if not _auto_map_resolves(config.get("auto_map", {}), tmp):
+            config.pop("auto_map", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        tokenizer.save_pretrained(str(tmp))
+        processor_config = released_preprocessor_config(model.config.image_sizes[0])
+        if not _auto_map_resolves(processor_config["auto_map"], tmp):
+            processor_config.pop("auto_map")
+        (tmp / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
+        save_tokenizer(tokenizer, tmp)
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
@@ -855,7 +951,8 @@ def resolve_vla_path(vla_path: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(vla_path, allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model"]))
+        patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", REMOTE_CODE_GLOB]
+        return Path(snapshot_download(vla_path, allow_patterns=patterns))
     except Exception as err:  # offline, unknown repo, no permission: all end the same way for the user
         raise OpenVLAError(
             f"could not fetch {vla_path!r} from the Hugging Face hub ({type(err).__name__}); download it where you "
@@ -902,6 +999,21 @@ def _rebuild_buffers(model: OpenVLAForActionPrediction) -> None:
     model._action_ids = torch.arange(model.config.action_token_ids.start, model.config.base_vocab_size, device=device)
 
 
+def _cast_keeping_buffers(model: nn.Module, dtype: torch.dtype) -> None:
+    """`model.to(dtype)` for parameters and saved buffers only: non-persistent buffers keep their dtype.
+
+    They are computed, not loaded: Llama's rotary `inv_freq` / `original_inv_freq` are fp32, and the
+    released stack (transformers `from_pretrained(torch_dtype=bfloat16)`) never casts them. A bf16
+    `inv_freq` (0.3164 instead of 0.3162) shifts every RoPE angle of a bf16 run.
+    """
+    saved = set(model.state_dict())
+    computed = {name: buf for name, buf in model.named_buffers() if name not in saved}
+    model.to(dtype)
+    for name, buf in computed.items():
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner).register_buffer(attr, buf, persistent=False)
+
+
 def random_openvla(config: OpenVLAConfig, device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> OpenVLAForActionPrediction:
     """A model of `config`'s sizes with N(0, 0.02) weights, built directly on `device` (for benchmarks
     at 7B shapes: cost does not depend on the weight values)."""
@@ -912,7 +1024,8 @@ def random_openvla(config: OpenVLAConfig, device: torch.device | str, dtype: tor
         for p in model.parameters():
             p.normal_(0.0, 0.02)
     _rebuild_buffers(model)
-    return model.to(dtype)
+    _cast_keeping_buffers(model, dtype)
+    return model
 
 
 def _pick_attention(requested: str | None, device: torch.device, dtype: torch.dtype) -> str:
@@ -982,7 +1095,7 @@ def prepare_model(
         # PyTorch's cuDNN attention fails at run time on SigLIP's head size 72 at batch 96 (seen on H100,
         # torch 2.11); the flash / memory-efficient SDPA kernels handle every shape.
         torch.backends.cuda.enable_cudnn_sdp(False)
-    model.to(dtype)
+    _cast_keeping_buffers(model, dtype)
     model.causal_lm.config._attn_implementation = _pick_attention(attn_implementation, device, dtype)
     if load_in_4bit:
         _quantize_language_model_4bit(model.causal_lm, compute_dtype=dtype)
@@ -996,9 +1109,29 @@ def prepare_model(
     return model
 
 
+@contextlib.contextmanager
+def _bitsandbytes_warnings_muted():
+    """Mute bitsandbytes' logger while peft is first imported without 4-bit.
+
+    peft imports bitsandbytes whenever it is installed (peft/helpers.py, peft/tuners/lora/bnb.py), and
+    that import logs "Failed to load CPU gemm_4bit_forward from kernels-community" on CPUs with
+    AVX512-BF16 (a CPU 4-bit kernel it could not fetch): noise for every LoRA run that is not 4-bit.
+    Hiding bitsandbytes from peft instead would break a later 4-bit load in the same process. A 4-bit
+    load imports bitsandbytes before peft (`_quantize_language_model_4bit`), so its messages still show.
+    """
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, adapter_path, trainable: bool) -> None:
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    with _bitsandbytes_warnings_muted():
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft.tuners.tuners_utils import BaseTunerLayer
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -1007,6 +1140,7 @@ def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, a
         if not (adapter_path / "adapter_config.json").exists():
             raise OpenVLAError(f"{adapter_path} holds no LoRA adapter (adapter_config.json)")
         model.language_model = PeftModel.from_pretrained(model.language_model, str(adapter_path), is_trainable=trainable)
+        _load_vision_beside_adapter(model, adapter_path, trainable)
         head_file = adapter_path / ADAPTER_VALUE_HEAD_FILE
         if model.value_head is not None and head_file.exists():
             with safe_open(str(head_file), framework="pt", device="cpu") as f:
@@ -1037,6 +1171,32 @@ def save_adapter(model: OpenVLAForActionPrediction, directory: str | Path, base_
     if model.value_head is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
                   str(directory / ADAPTER_VALUE_HEAD_FILE))
+    vision = _vision_modules(model)
+    if any(p.requires_grad for p in vision.parameters()):  # trained by RL (`make_vision_trainable`)
+        save_file({n: p.detach().cpu().contiguous() for n, p in vision.named_parameters()},
+                  str(directory / ADAPTER_VISION_FILE))
+
+
+def _vision_modules(model: OpenVLAForActionPrediction) -> nn.ModuleDict:
+    """The vision towers and the projector, under the names of the released checkpoint."""
+    return nn.ModuleDict({"vision_backbone": model.vision_backbone, "projector": model.projector})
+
+
+def make_vision_trainable(model: OpenVLAForActionPrediction) -> None:
+    """Train the vision towers and the projector too (full fine-tuning, fp32 master weights): RL can then fix
+    what the image features miss, not only how the LM reads them. `save_adapter` writes them beside the
+    adapter (ADAPTER_VISION_FILE) and loading the adapter restores them."""
+    _vision_modules(model).float().requires_grad_(True)
+
+
+def _load_vision_beside_adapter(model: OpenVLAForActionPrediction, adapter_path: Path, trainable: bool) -> None:
+    file = adapter_path / ADAPTER_VISION_FILE
+    if not file.exists():
+        return
+    modules = _vision_modules(model).float()  # as they were trained: fp32
+    with safe_open(str(file), framework="pt", device="cpu") as f:
+        modules.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    modules.requires_grad_(trainable)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,17 +14,33 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
 1. The 7 action tokens of one step are one composite action: its log-prob is the sum of the 7 token
    log-probs, so the ratio is exp(sum new - sum old), and the entropy bonus is the sum of the 7 per-token
    entropies at the taken prefix (an unbiased estimate of the joint entropy).
-2. Episodes have a fixed length and every env resets together at the start of each iteration; the last
-   step is treated as terminal (no bootstrap), as in the blog and RL4VLA: the time limit is part of the task.
+2. Episodes have a fixed length and every env resets together at the start of each iteration. An
+   episode's credit ends at its first success (`--success-ends-episode`): that step is terminal and gets
+   the reward, later steps leave the loss (and the advantage statistics). The time limit is a truncation,
+   not a terminal (`--bootstrap-time-limit`, Pardo et al. 2018, "Time limits in RL"): an episode with no
+   success bootstraps from V(observation after the last step). The blog's per-step success reward with
+   a terminal time limit (both flags off, the old default) makes "cube on towel" worth ~45 at step 35
+   and ~1 at step 79, which a value head that sees only image and prompt cannot tell apart; most of the
+   squared advantage then falls on post-success steps, where the action hardly matters, and the last
+   step of every success gets a large negative advantage. With both on, the return is gamma^k for a
+   success k steps ahead, in [0, 1] whatever the step. BENCHMARKS.md section 4 has the measurements.
 3. Advantages are normalised over the whole rollout batch of all ranks, not per minibatch: the blog's
    minibatches are only 12 samples per GPU, too few for stable per-minibatch statistics.
 4. The value head's input is detached (the blog's stop-grad, which it found essential); RL4VLA lets the
    gradient through, available as `--value-head-grad` for ablation.
 5. Defaults follow RL4VLA where the blog is silent: LoRA lr 1e-4, value-head lr 3e-3 (separate Adam
-   groups), clip 0.2 for policy and value, 1 epoch, gradient-norm clip 10, no entropy bonus, no KL penalty.
-   The reward is the blog's per-step success indicator (`--reward sparse`) or RL4VLA's shaped potential.
+   groups), clip 0.2, 1 epoch, gradient-norm clip 10, no entropy bonus, no KL penalty; the reward is the
+   blog's success indicator (`--reward sparse`) or RL4VLA's shaped potential. Unlike RL4VLA the value
+   loss is not clipped (`--clip-vloss` restores it; `--vf-huber` is RL4VLA's Huber loss): a clip of 0.2
+   lets V move 0.2 per iteration and then gives no gradient, too slow for returns that span 0-1 or
+   more. And the norm clip applies to the policy's and the value head's gradients separately, so that
+   a large value error does not shrink the policy's step.
 6. The blog used a learned success detector; our built-in tasks read success from the simulator.
 
+7. Only LoRA on the language model trains by default (the blog, plus the value head); `--train-vision` also trains the vision
+   towers and projector (full fine-tuning, fp32), so that RL can correct what the image features miss: the
+   small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL that cannot touch them
+   cannot fix their perception errors (issue 12). Saved beside the adapter (`vision.safetensors`).
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
     python ppo_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 24
@@ -54,6 +70,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -88,7 +105,7 @@ class Args:
     num_iterations: int = 120
     """training iterations (rollout + update)"""
     num_minibatches: int = 20
-    """minibatches per epoch (each rank splits its num_steps x local envs samples into this many)"""
+    """minibatches per epoch (each rank splits the samples of its rollout that are in the loss into this many)"""
     update_epochs: int = 1
     """passes over the rollout batch per iteration"""
     micro_batch_size: int = 0
@@ -103,8 +120,14 @@ class Args:
     """GAE lambda"""
     clip_coef: float = 0.2
     """PPO clip range of the ratio (and of the value change when clip_vloss)"""
-    clip_vloss: bool = True
-    """clip the value loss as in the PPO implementations"""
+    clip_vloss: bool = False
+    """clip the value change to clip_coef as in the PPO implementations (off: deviation 5)"""
+    vf_huber: bool = False
+    """Huber (smooth L1, delta 1) value loss instead of half the squared error (RL4VLA)"""
+    success_ends_episode: bool = True
+    """an episode's credit ends at its first success: reward there, later steps out of the loss (deviation 2)"""
+    bootstrap_time_limit: bool = True
+    """the time limit is a truncation: bootstrap from V(last observation) where no success came (deviation 2)"""
     norm_adv: bool = True
     """normalise advantages over the rollout batch (all ranks)"""
     vf_coef: float = 0.5
@@ -112,7 +135,7 @@ class Args:
     ent_coef: float = 0.0
     """entropy bonus coefficient"""
     max_grad_norm: float = 10.0
-    """gradient-norm clip over all trainable parameters"""
+    """gradient-norm clip, applied to the policy's (LoRA) and the value head's gradients separately"""
     target_kl: float | None = None
     """stop the epoch's remaining minibatches once the approximate KL exceeds this (None: never)"""
     temperature: float = 1.0
@@ -127,6 +150,9 @@ class Args:
     """LoRA rank on every linear layer of the language model"""
     lora_alpha: int = 16
     """LoRA alpha"""
+    train_vision: bool = False
+    """also train the vision towers and projector (full fine-tuning in fp32, at the LoRA learning rate); off: the
+    blog's LoRA on the language model only. 7B: +0.7 B trainable parameters (~11 GB with Adam state)"""
     gradient_checkpointing: bool = False
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
     value_head_grad: bool = False
@@ -156,39 +182,62 @@ class Args:
 # ---------------------------------------------------------------------------------------------------
 
 
-def compute_gae(rewards, values, gamma: float, gae_lambda: float):
-    """GAE (Schulman et al. 2016, eq. 16) for fixed-length episodes whose last step is terminal.
-    rewards, values: (T, N) -> advantages, returns: (T, N)."""
+def episode_masks(successes: torch.Tensor, success_ends_episode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """successes (T, N) bool, the env's per-step success -> (alive, terminals), both (T, N) bool.
+
+    With `success_ends_episode` the first success ends the episode: `terminals` marks that step, `alive`
+    is False for every later step (they leave the loss). Otherwise every step is alive and none terminal.
+    """
+    if not success_ends_episode:
+        return torch.ones_like(successes), torch.zeros_like(successes)
+    succeeded_before = (successes.long().cumsum(0) - successes.long()) > 0  # a success at an earlier step
+    return ~succeeded_before, successes & ~succeeded_before
+
+
+def compute_gae(rewards, values, terminals, last_values, gamma: float, gae_lambda: float):
+    """GAE (Schulman et al. 2016, eq. 16). rewards, values, terminals: (T, N); terminals[t] = the episode
+    ended at step t (no bootstrap past it). last_values (N,): V of the observation after the last step,
+    where episodes cut by the time limit bootstrap (Pardo et al. 2018); zeros = the time limit is terminal.
+    -> advantages, returns: (T, N)."""
     advantages = torch.zeros_like(rewards)
-    lastgaelam = torch.zeros_like(rewards[0])
+    lastgaelam = torch.zeros_like(last_values)
+    nextvalues = last_values
     for t in reversed(range(rewards.shape[0])):
-        nextnonterminal = 0.0 if t == rewards.shape[0] - 1 else 1.0
-        nextvalues = values[t + 1] if t < rewards.shape[0] - 1 else torch.zeros_like(values[t])
+        nextnonterminal = 1.0 - terminals[t].float()
         delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
         advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        nextvalues = values[t]
     return advantages, advantages + values
+
+
+ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
 def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int) -> dict:
     """`update_epochs` passes of `num_minibatches` clipped-PPO steps over `batch` (flat, this rank's samples):
     obs (B, H, W, 3) uint8, input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs,
-    advantages, returns, values (B,). Returns the losses averaged over all minibatches."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    batch_size = batch["actions"].shape[0]
-    minibatch_size = batch_size // args.num_minibatches
-    micro = args.micro_batch_size or minibatch_size
-    stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
-    first_ratio = None
+    advantages, returns, values (B,), alive (B,) bool: only alive samples are in the loss (deviation 2).
+    Returns the losses averaged over all minibatches, the gradient norms before clipping, and the entropy
+    of each action dimension."""
+    value_params = list(model.value_head.parameters())
+    value_ids = {id(p) for p in value_params}
+    policy_params = [p for p in model.parameters() if p.requires_grad and id(p) not in value_ids]
+    trainable = policy_params + value_params
+    alive_inds = batch["alive"].nonzero().squeeze(-1).cpu()
+    micro = args.micro_batch_size or max(1, len(alive_inds))
+    stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
+                             "grad_norm_policy", "grad_norm_value")}
+    entropy_per_dim, first_ratio = [], None
     model.train()
     for _epoch in range(args.update_epochs):
-        b_inds = torch.randperm(batch_size)
-        for start in range(0, batch_size, minibatch_size):
-            mb_inds = b_inds[start : start + minibatch_size]
+        b_inds = alive_inds[torch.randperm(len(alive_inds))]
+        for mb_inds in torch.tensor_split(b_inds, args.num_minibatches):  # sizes differ by at most 1
+            if len(mb_inds) == 0 and world_size == 1:  # fewer samples in the loss than minibatches
+                continue
             optimizer.zero_grad(set_to_none=True)
             mb_stats = {k: 0.0 for k in stats}
-            for mstart in range(0, minibatch_size, micro):
-                inds = mb_inds[mstart : mstart + micro]
-                weight = len(inds) / minibatch_size  # gradient accumulation: the minibatch mean
+            for inds in torch.split(mb_inds, micro) if len(mb_inds) else ():  # (an empty rank still all-reduces)
+                weight = len(inds) / len(mb_inds)  # gradient accumulation: the minibatch mean
                 pixel_values = processor.process_images(batch["obs"][inds], dtype)  # (b, 6, 224, 224)
                 ev = model.evaluate_actions(batch["input_ids"][inds], batch["attention_mask"][inds], pixel_values,
                                             batch["actions"][inds], temperature=args.temperature,
@@ -201,6 +250,7 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                     clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
                     if first_ratio is None:
                         first_ratio = ratio.mean().item()  # must be 1: rollout policy == learning policy
+                    entropy_per_dim.append(ev.entropy.mean(0))  # (7,)
 
                 mb_advantages = batch["advantages"][inds]
                 # PPO eq. 7: pessimistic bound of the unclipped and clipped surrogate
@@ -208,20 +258,23 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                 pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
                 pg_loss = torch.max(pg_loss1, pg_loss2).mean()
 
-                newvalue = ev.values
+                # Value loss, unclipped by default (deviation 5): a clip of 0.2 on returns that span 0-1
+                # or more lets V move only 0.2 per iteration, after which it gets no gradient at all
+                newvalue, mb_returns = ev.values, batch["returns"][inds]
                 if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - batch["returns"][inds]) ** 2
                     v_clipped = batch["values"][inds] + torch.clamp(
                         newvalue - batch["values"][inds], -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - batch["returns"][inds]) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                    newvalue = torch.where((newvalue - mb_returns).abs() >= (v_clipped - mb_returns).abs(),
+                                           newvalue, v_clipped)  # the larger of the two errors, as max() of the losses
+                if args.vf_huber:
+                    v_loss = F.smooth_l1_loss(newvalue, mb_returns)
                 else:
-                    v_loss = 0.5 * ((newvalue - batch["returns"][inds]) ** 2).mean()
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
                 entropy_loss = ev.entropy.sum(-1).mean()  # (deviation 1)
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                 (loss * weight).backward()
-                for k, v in zip(stats, (pg_loss, v_loss, entropy_loss, approx_kl, clipfrac), strict=True):
+                for k, v in zip(stats, (pg_loss, v_loss, entropy_loss, approx_kl, clipfrac), strict=False):
                     mb_stats[k] += v.item() * weight
 
             if world_size > 1:  # DDP by hand: average the trainable gradients of all ranks in one message
@@ -231,7 +284,9 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                 flat /= world_size
                 for p, g in zip(trainable, torch.split(flat, [g.numel() for g in grads]), strict=True):
                     p.grad = g.view_as(p)
-            torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+            # Two clips (deviation 5): a large value error early in training must not shrink the policy's step
+            mb_stats["grad_norm_policy"] = torch.nn.utils.clip_grad_norm_(policy_params, args.max_grad_norm).item()
+            mb_stats["grad_norm_value"] = torch.nn.utils.clip_grad_norm_(value_params, args.max_grad_norm).item()
             optimizer.step()
             for k in stats:
                 stats[k].append(mb_stats[k])
@@ -239,6 +294,8 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                 break
     out = {k: float(np.mean(v)) for k, v in stats.items()}
     out["first_ratio"] = first_ratio
+    dims = torch.stack(entropy_per_dim).mean(0).tolist()  # (7,) nats, mean over micro-batches
+    out.update({f"entropy_{name}": e for name, e in zip(ACTION_DIM_NAMES, dims, strict=True)})
     return out
 
 
@@ -334,7 +391,8 @@ def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, 
         local_episodes = max(1, -(-args.eval_episodes // world_size))
         success_once, success_at_end, frames = [], [], []
         for round_start in range(0, local_episodes, envs.num_envs):
-            seeds = [rank * local_episodes + round_start + i for i in range(envs.num_envs)]  # as eval_generalization.py
+            seeds = [openvla_envs.VALIDATION_SEED + rank * local_episodes + round_start + i  # seed policy in openvla_envs
+                     for i in range(envs.num_envs)]
             obs, instructions = envs.reset(seeds)
             input_ids, attention_mask = processor.tokenize(instructions, device=obs.device)
             for _ in range(args.num_steps):
@@ -378,13 +436,9 @@ def main(args: Args) -> None:
     if args.num_envs % world_size:
         raise ovp.OpenVLAError(f"--num-envs {args.num_envs} must be divisible by the number of ranks ({world_size})")
     local_num_envs = args.num_envs // world_size
-    local_batch_size = args.num_steps * local_num_envs  # samples per rank per iteration
-    if local_batch_size % args.num_minibatches:
-        raise ovp.OpenVLAError(f"num_steps x num_envs / ranks = {local_batch_size} samples per rank must be divisible "
-                               f"by --num-minibatches {args.num_minibatches}")
-    if args.micro_batch_size and (local_batch_size // args.num_minibatches) % args.micro_batch_size:
-        raise ovp.OpenVLAError(f"the minibatch of {local_batch_size // args.num_minibatches} samples per rank must be "
-                               f"divisible by --micro-batch-size {args.micro_batch_size}")
+    local_batch_size = args.num_steps * local_num_envs  # samples per rank per iteration (before masking)
+    if not 1 <= args.num_minibatches <= local_batch_size:
+        raise ovp.OpenVLAError(f"--num-minibatches must be in 1..{local_batch_size} (num_steps x num_envs / ranks)")
     _, _, robot = openvla_envs.resolve(args.env_id)  # unknown id / missing assets fail here, before loading 7B
     if args.env_backend == "gpu" and not openvla_envs.gpu_physx_available():
         raise ovp.OpenVLAError("--env-backend gpu needs a CUDA GPU and SAPIEN's PhysX GPU library "
@@ -435,6 +489,8 @@ def main(args: Args) -> None:
         lora=None if resume_dir else ovp.LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
         adapter_path=resume_dir, with_value_head=True, gradient_checkpointing=args.gradient_checkpointing,
     )
+    if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
+        ovp.make_vision_trainable(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
     if world_size > 1:  # every rank starts from rank 0's LoRA init and value head
         for p in model.parameters():
@@ -467,7 +523,7 @@ def main(args: Args) -> None:
     actions = torch.zeros((T, N, ovp.ACTION_DIM), dtype=torch.long, device=device)  # action token ids
     logprobs = torch.zeros((T, N), device=device)
     rewards = torch.zeros((T, N), device=device)
-    dones = torch.zeros((T, N), device=device)
+    successes = torch.zeros((T, N), dtype=torch.bool, device=device)  # the env's success indicator per step
     values = torch.zeros((T, N), device=device)
 
     # SIGTERM / SIGINT: stop at the next safe point, save, exit 0 (preemptible clusters)
@@ -505,7 +561,7 @@ def main(args: Args) -> None:
 
         # rollout: one full episode in every env, actions sampled from the current policy
         model.eval()
-        env_seeds = np_rng.integers(0, 2**31 - 1, size=N).tolist()
+        env_seeds = np_rng.integers(*openvla_envs.ROLLOUT_SEEDS, size=N).tolist()
         next_obs, instructions = envs.reset(env_seeds)
         input_ids, attention_mask = processor.tokenize(instructions, device=device)  # (N, L): fixed per episode
         env_time = 0.0
@@ -524,7 +580,7 @@ def main(args: Args) -> None:
             next_obs, reward, done, infos = envs.step(env_actions)
             env_time += time.time() - env_start
             rewards[step] = reward
-            dones[step] = done.float()
+            successes[step] = infos["success"]
             if stop_requested():
                 interrupted = True
                 break
@@ -534,12 +590,18 @@ def main(args: Args) -> None:
             break
         rollout_time = time.time() - iteration_start
 
-        # advantages: GAE over the episode, normalised over all ranks' samples
+        # advantages: the episode ends at its first success, the time limit bootstraps (deviation 2); GAE,
+        # normalised over the samples in the loss of all ranks
         with torch.no_grad():
-            advantages, returns = compute_gae(rewards, values, args.gamma, args.gae_lambda)
+            alive, terminals = episode_masks(successes, args.success_ends_episode)  # (T, N) each
+            rewards *= alive  # nothing after the end of an episode counts
+            last_values = torch.zeros(N, device=device)  # (N,) V after the last step; 0 = the time limit is terminal
+            if args.bootstrap_time_limit:
+                last_values = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs, dtype),
+                                                     greedy=True).values  # greedy: draws no random numbers
+            advantages, returns = compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)
             if args.norm_adv:
-                moments = torch.stack([advantages.sum(), (advantages**2).sum(), torch.tensor(float(advantages.numel()),
-                                                                                             device=device)])
+                moments = torch.stack([(advantages * alive).sum(), (advantages**2 * alive).sum(), alive.sum().float()])
                 if world_size > 1:
                     dist.all_reduce(moments)
                 mean = moments[0] / moments[2]
@@ -557,19 +619,23 @@ def main(args: Args) -> None:
             "advantages": advantages.reshape(-1),
             "returns": returns.reshape(-1),
             "values": values.reshape(-1),
+            "alive": alive.reshape(-1),
         }
         losses = ppo_update(args, model, processor, optimizer, batch, dtype, world_size)
         update_time = time.time() - update_start
 
         # log (metrics averaged over ranks; only rank 0 writes)
-        y_pred, y_true = values.reshape(-1), returns.reshape(-1)
+        y_pred, y_true = values[alive], returns[alive]  # the samples in the loss
         var_y = y_true.var()
         explained_var = float("nan") if var_y == 0 else (1 - (y_true - y_pred).var() / var_y).item()
         metrics = {
             "charts/success_once": infos["success_once"].float().mean().item(),
             "charts/success_at_end": infos["success_at_end"].float().mean().item(),
             "charts/episodic_return": infos["episodic_return"].mean().item(),
+            "charts/frac_steps_in_loss": alive.float().mean().item(),
             "losses/explained_variance": explained_var,
+            "losses/value_mean": y_pred.mean().item(),  # beside return_mean: a critic that lags shows here
+            "losses/return_mean": y_true.mean().item(),
             **{f"losses/{k}": v for k, v in losses.items()},
         }
         metrics = {k: _mean_over_ranks(v, world_size) for k, v in metrics.items()}

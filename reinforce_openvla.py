@@ -14,8 +14,12 @@ Deviations from REINFORCE as usually written, and from the blog (Haonan Yu, "Ope
 1. The 7 action tokens of one step are one composite action: its log-prob is the sum of the 7 token
    log-probs, and the entropy bonus (off by default) is the sum of the 7 per-token entropies at the taken
    prefix (an unbiased estimate of the joint entropy).
-2. Episodes have a fixed length and every env resets together at the start of each iteration; the last
-   step is terminal (the time limit is part of the task, as in the blog and RL4VLA).
+2. Episodes have a fixed length and every env resets together at the start of each iteration. An
+   episode ends at its first success (`--success-ends-episode`, as in PPO): that step keeps its reward,
+   later steps leave the loss, so with the sparse reward G_t = gamma^(k) for a success k steps ahead and
+   0 for a failure. Without it (the old default) the per-step success reward kept coming after a
+   success, whose steps, where the action hardly matters, then carried the largest returns. REINFORCE
+   has no critic, so the time limit stays terminal (nothing to bootstrap from).
 3. Baseline: on by default (`--baseline`), the mean return over the whole rollout batch of all ranks is
    subtracted. The blog does not say whether it used one. Why on: with the sparse success reward
    (r in {0, 1}) every return is >= 0, so without a baseline every sampled action of a successful episode
@@ -35,6 +39,10 @@ Deviations from REINFORCE as usually written, and from the blog (Haonan Yu, "Ope
    1: the on-policy check that the teacher-forced re-evaluation reproduces the rollout's log-probs
    (blog fix 3). REINFORCE has no ratio in its loss: the gradient of the ratio at 1 is the score function.
 
+6. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains the vision
+   towers and projector (full fine-tuning, fp32), so that RL can correct what the image features miss: the
+   small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL that cannot touch them
+   cannot fix their perception errors (issue 12). Saved beside the adapter (`vision.safetensors`).
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
     python reinforce_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 24
@@ -104,6 +112,8 @@ class Args:
     """Adam learning rate of the LoRA weights"""
     gamma: float = 0.99
     """discount factor of the returns G_t"""
+    success_ends_episode: bool = True
+    """an episode ends at its first success: reward there, later steps out of the loss (deviation 2)"""
     baseline: bool = True
     """subtract the batch-mean return (all ranks) from every return (deviation 3)"""
     normalize_returns: bool = False
@@ -124,6 +134,9 @@ class Args:
     """LoRA rank on every linear layer of the language model"""
     lora_alpha: int = 16
     """LoRA alpha"""
+    train_vision: bool = False
+    """also train the vision towers and projector (full fine-tuning in fp32, at the LoRA learning rate); off: the
+    blog's LoRA on the language model only. 7B: +0.7 B trainable parameters (~11 GB with Adam state)"""
     gradient_checkpointing: bool = False
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
     output_dir: str = "runs"
@@ -151,6 +164,14 @@ class Args:
 # ---------------------------------------------------------------------------------------------------
 
 
+def episode_masks(successes: torch.Tensor, success_ends_episode: bool) -> torch.Tensor:
+    """successes (T, N) bool, the env's per-step success -> alive (T, N) bool: with `success_ends_episode`,
+    False for every step after an episode's first success (they leave the loss); else all True."""
+    if not success_ends_episode:
+        return torch.ones_like(successes)
+    return (successes.long().cumsum(0) - successes.long()) == 0  # no success at an earlier step
+
+
 def discounted_returns(rewards, gamma: float):
     """G_t = sum_k gamma^k r_{t+k} to the end of fixed-length episodes whose last step is terminal.
     rewards: (T, N) -> returns: (T, N)."""
@@ -161,21 +182,24 @@ def discounted_returns(rewards, gamma: float):
     return returns
 
 
+ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+
+
 def reinforce_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int) -> dict:
     """ONE optimizer step on the REINFORCE loss -mean(advantage * log pi(a|s)) over `batch` (flat, this rank's
     samples; the gradient is accumulated over micro-batches and averaged over ranks): obs (B, H, W, 3) uint8,
     input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs, advantages (B,) (the returns after
-    the baseline / normalisation). Returns the losses over the batch and the on-policy check."""
+    the baseline / normalisation), alive (B,) bool: only alive samples are in the loss (deviation 2). Returns
+    the losses over the batch, the on-policy check and each action dimension's entropy."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    batch_size = batch["actions"].shape[0]
-    micro = args.micro_batch_size or batch_size
+    alive_inds = batch["alive"].nonzero().squeeze(-1).cpu()
+    micro = args.micro_batch_size or max(1, len(alive_inds))
     stats = {k: 0.0 for k in ("policy_loss", "entropy", "approx_kl")}
-    first_ratio = None
+    entropy_per_dim, first_ratio = [], None
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    for start in range(0, batch_size, micro):
-        inds = torch.arange(start, min(start + micro, batch_size))
-        weight = len(inds) / batch_size  # gradient accumulation: the mean over the whole rollout batch
+    for inds in torch.split(alive_inds, micro):
+        weight = len(inds) / len(alive_inds)  # gradient accumulation: the mean over the rollout's samples in the loss
         pixel_values = processor.process_images(batch["obs"][inds], dtype)  # (b, 6, 224, 224)
         ev = model.evaluate_actions(batch["input_ids"][inds], batch["attention_mask"][inds], pixel_values,
                                     batch["actions"][inds], temperature=args.temperature)
@@ -185,6 +209,7 @@ def reinforce_update(args: Args, model, processor, optimizer, batch: dict, dtype
             approx_kl = ((logratio.exp() - 1) - logratio).mean()  # k3 estimator: ~0 on-policy
             if first_ratio is None:
                 first_ratio = logratio.exp().mean().item()  # must be 1: rollout policy == learning policy
+            entropy_per_dim.append(ev.entropy.mean(0))  # (7,)
 
         # the score-function estimator: grad of -A log pi = -A grad log pi (Williams 1992)
         pg_loss = -(batch["advantages"][inds] * newlogprob).mean()
@@ -203,7 +228,9 @@ def reinforce_update(args: Args, model, processor, optimizer, batch: dict, dtype
             p.grad = g.view_as(p)
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
     optimizer.step()  # the only one of this iteration
-    return {**stats, "grad_norm": grad_norm.item(), "first_ratio": first_ratio}
+    dims = torch.stack(entropy_per_dim).mean(0).tolist()  # (7,) nats, mean over micro-batches
+    return {**stats, "grad_norm": grad_norm.item(), "first_ratio": first_ratio,
+            **{f"entropy_{name}": e for name, e in zip(ACTION_DIM_NAMES, dims, strict=True)}}
 
 
 def _mean_over_ranks(value: float, world_size: int) -> float:
@@ -298,7 +325,8 @@ def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, 
         local_episodes = max(1, -(-args.eval_episodes // world_size))
         success_once, success_at_end, frames = [], [], []
         for round_start in range(0, local_episodes, envs.num_envs):
-            seeds = [10**6 + rank * local_episodes + round_start + i for i in range(envs.num_envs)]
+            seeds = [openvla_envs.VALIDATION_SEED + rank * local_episodes + round_start + i  # seed policy in openvla_envs
+                     for i in range(envs.num_envs)]
             obs, instructions = envs.reset(seeds)
             input_ids, attention_mask = processor.tokenize(instructions, device=obs.device)
             for _ in range(args.num_steps):
@@ -394,6 +422,8 @@ def main(args: Args) -> None:
         lora=None if resume_dir else ovp.LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
         adapter_path=resume_dir, with_value_head=False, gradient_checkpointing=args.gradient_checkpointing,
     )  # no value head: REINFORCE learns no value, so the checkpoints hold the LoRA adapter only
+    if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
+        ovp.make_vision_trainable(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
     if world_size > 1:  # every rank starts from rank 0's LoRA init
         for p in model.parameters():
@@ -422,7 +452,7 @@ def main(args: Args) -> None:
     actions = torch.zeros((T, N, ovp.ACTION_DIM), dtype=torch.long, device=device)  # action token ids
     logprobs = torch.zeros((T, N), device=device)
     rewards = torch.zeros((T, N), device=device)
-    dones = torch.zeros((T, N), device=device)
+    successes = torch.zeros((T, N), dtype=torch.bool, device=device)  # the env's success indicator per step
 
     # SIGTERM / SIGINT: stop at the next safe point, save, exit 0 (preemptible clusters)
     stop = {"requested": False}
@@ -459,7 +489,7 @@ def main(args: Args) -> None:
 
         # rollout: one full episode in every env, actions sampled from the current policy
         model.eval()
-        env_seeds = np_rng.integers(0, 2**31 - 1, size=N).tolist()
+        env_seeds = np_rng.integers(*openvla_envs.ROLLOUT_SEEDS, size=N).tolist()
         next_obs, instructions = envs.reset(env_seeds)
         input_ids, attention_mask = processor.tokenize(instructions, device=device)  # (N, L): fixed per episode
         env_time = 0.0
@@ -477,7 +507,7 @@ def main(args: Args) -> None:
             next_obs, reward, done, infos = envs.step(env_actions)
             env_time += time.time() - env_start
             rewards[step] = reward
-            dones[step] = done.float()
+            successes[step] = infos["success"]
             if stop_requested():
                 interrupted = True
                 break
@@ -487,10 +517,12 @@ def main(args: Args) -> None:
             break
         rollout_time = time.time() - iteration_start
 
-        # advantages: discounted returns, minus the batch-mean return of all ranks (deviation 3)
+        # advantages: discounted returns to the episode's end (deviation 2), minus the batch-mean return of all
+        # ranks' samples in the loss (deviation 3)
         with torch.no_grad():
-            returns = discounted_returns(rewards, args.gamma)  # (T, N)
-            moments = torch.stack([returns.sum(), (returns**2).sum(), torch.tensor(float(returns.numel()), device=device)])
+            alive = episode_masks(successes, args.success_ends_episode)  # (T, N)
+            returns = discounted_returns(rewards * alive, args.gamma)  # (T, N): nothing after the end counts
+            moments = torch.stack([(returns * alive).sum(), (returns**2 * alive).sum(), alive.sum().float()])
             if world_size > 1:
                 dist.all_reduce(moments)
             mean = moments[0] / moments[2]
@@ -508,6 +540,7 @@ def main(args: Args) -> None:
             "actions": actions.reshape(-1, ovp.ACTION_DIM),
             "logprobs": logprobs.reshape(-1),
             "advantages": advantages.reshape(-1),
+            "alive": alive.reshape(-1),
         }
         losses = reinforce_update(args, model, processor, optimizer, batch, dtype, world_size)
         update_time = time.time() - update_start
@@ -517,6 +550,7 @@ def main(args: Args) -> None:
             "charts/success_once": infos["success_once"].float().mean().item(),
             "charts/success_at_end": infos["success_at_end"].float().mean().item(),
             "charts/episodic_return": infos["episodic_return"].mean().item(),
+            "charts/frac_steps_in_loss": alive.float().mean().item(),
             **{f"losses/{k}": v for k, v in losses.items()},
         }
         metrics = {k: _mean_over_ranks(v, world_size) for k, v in metrics.items()}

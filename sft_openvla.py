@@ -57,6 +57,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+import openvla_envs
 from openvla_envs import VARIANTS, VecEnv, make_envs
 from openvla_patch import (
     ACTION_DIM,
@@ -65,6 +66,7 @@ from openvla_patch import (
     action_stats,
     actions_to_tokens,
     load_vla,
+    resolve_vla_path,
     save_adapter,
     save_pretrained,
     tokens_to_actions,
@@ -114,8 +116,9 @@ class Args:
     """length of a collection (and evaluation) episode, in env steps"""
     steps_after_success: int = 5
     """steps kept after an episode's first success (the release and the rise)"""
-    demo_seed: int = 1_000_000
-    """first env seed of the demonstrations (eval uses seeds from 0 up: keep them apart)"""
+    demo_seed: int = openvla_envs.DEMO_SEED
+    """first env seed of the demonstrations (keep below 10**7: evaluations use openvla_envs.VALIDATION_SEED and
+    TEST_SEED upward)"""
     num_envs: int = 8
     """parallel envs (worker processes on the CPU back-end) for collection and evaluation"""
     env_backend: Literal["auto", "gpu", "cpu"] = "auto"
@@ -141,7 +144,8 @@ class Args:
     eval_every: int = 500
     """optimizer steps between evaluations in the `train` variant (0 = only after training, -1 = never)"""
     eval_episodes: int = 16
-    """evaluation episodes (greedy decoding, env seeds 0 .. eval_episodes - 1)"""
+    """evaluation episodes (greedy decoding, env seeds openvla_envs.VALIDATION_SEED + i: the seeds that pick
+    checkpoints, disjoint from the demos' and from eval_generalization.py's)"""
     save_every: int = 0
     """optimizer steps between extra checkpoints, kept beside the final one as <output-dir>-step<N> (0 = none)"""
     norm_key: str = "sft_tabletop"
@@ -265,11 +269,12 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model, processor, envs, episodes: int, stats) -> dict[str, float]:
-    """Greedy rollouts on env seeds 0 .. episodes - 1 -> mean success_once / success_at_end."""
+    """Greedy rollouts on env seeds VALIDATION_SEED + 0 .. episodes - 1 -> mean success_once / success_at_end."""
     once, at_end = [], []
     device = model.projector.fc1.weight.device
     for first in range(0, episodes, envs.num_envs):
-        obs, instructions = envs.reset(list(range(first, first + envs.num_envs)))
+        seed = openvla_envs.VALIDATION_SEED + first
+        obs, instructions = envs.reset(list(range(seed, seed + envs.num_envs)))
         for _ in range(envs.max_episode_steps):
             input_ids, attention_mask, pixel_values = processor(obs.to(device), instructions)
             tokens = model.generate_actions(input_ids, attention_mask, pixel_values, greedy=True).tokens  # (N, 7)
@@ -286,15 +291,16 @@ def save_checkpoint(model, processor, args: Args, output: Path) -> None:
     fresh bf16 copy of the base, on the CPU.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
+    base = resolve_vla_path(args.vla_path)  # its remote-code files (openvla-7b's) go along
     if not args.load_in_4bit:
-        save_pretrained(model, processor.tokenizer, output)
+        save_pretrained(model, processor.tokenizer, output, remote_code_from=base)
         return
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         save_adapter(model, tmp, base_path=args.vla_path)
         merged, _ = load_vla(args.vla_path, device="cpu", dtype=torch.bfloat16, adapter_path=tmp,
                              trainable_adapter=False)
         merged.config.norm_stats = model.config.norm_stats
-        save_pretrained(merged, processor.tokenizer, output)
+        save_pretrained(merged, processor.tokenizer, output, remote_code_from=base)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
 # The blog's experiment in miniature, on a small random OpenVLA (offline): give it a weak prior by SFT on
 # scripted demos (green and red cubes, towel and plate), run RL on `train` only ("put the green cube on
-# the towel"), then evaluate prior and RL policies on the generalisation suite.
+# the towel") with the sparse success reward, then evaluate prior and RL policies on the suite.
 #
-# Each stage is one command that fits one 10-minute call on the GPU machine; stages hand checkpoints to
-# each other through $LEARN_DIR (default runs/learning):
-#   bash bench/learning.sh prior      # small random model -> expert demos -> SFT, a checkpoint every 500
-#                                     # steps -> the first one with 30-60 % greedy success on `train`
-#                                     # (else the closest to 45 %) becomes $LEARN_DIR/prior (+ prior.json)
-#   bash bench/learning.sh ppo        # PPO on `train` from the prior      (-> $LEARN_DIR/ppo/<run>)
-#   bash bench/learning.sh grpo       # GRPO, the same                     (-> $LEARN_DIR/grpo/<run>)
-#   bash bench/learning.sh reinforce  # REINFORCE, the same                (-> $LEARN_DIR/reinforce/<run>)
-#   bash bench/learning.sh eval       # prior vs every finished RL run on the suite (-> $LEARN_DIR/eval)
+# Each stage is one command; stages hand checkpoints to each other through $LEARN_DIR (default runs/learning):
+#   bash bench/learning.sh prior      # small random model -> 1,200 expert demos -> SFT, a checkpoint every 500
+#                                     # steps, stopped at the first with 30-50 % greedy success on `train`
+#                                     # (validation seeds; else the closest to 40 %) -> $LEARN_DIR/prior
+#   bash bench/learning.sh ppo        # PPO on `train` from the prior, 120 x 24 x 80 = 230 k env steps
+#   bash bench/learning.sh grpo       # GRPO, the same budget                 (-> $LEARN_DIR/grpo/<run>)
+#   bash bench/learning.sh reinforce  # REINFORCE, the same budget            (-> $LEARN_DIR/reinforce/<run>)
+#   bash bench/learning.sh eval       # prior vs every RL run on fresh test seeds: 200 episodes on train,
+#                                     # unseen_target, red_cube; 100 on the other variants (-> $LEARN_DIR/eval*)
+#   bash bench/learning.sh table      # -> bench/results/learning.json (+ .md): counts, Wilson CIs, Fisher p
 #   bash bench/learning.sh plot       # training success curves of the RL runs (-> $LEARN_DIR/eval/curves.png)
-# Env: ITERS (RL iterations, default 36), VARIANTS_EVAL (the eval stage's variants), VARIANTS_SFT, DEMOS
-# (per SFT variant), SFT_STEPS, SFT_EVAL (steps between SFT evals/checkpoints), SFT_BATCH, PRIOR_FROM (a
-# checkpoint to continue SFT from instead of the small random model) with DEMO_SEED (give new demos a new
-# first seed, e.g. 2000000), ENVS (envs per RL run), SAVE_EVERY (RL iterations between checkpoints),
-# REWARD (sparse: the blog's success indicator | shaped: RL4VLA's
-# grasp/hold/place potential), LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test of the pipeline.
-# The prior of BENCHMARKS.md section 4 took two `prior` calls: the plain one, then
-#   PRIOR_FROM=runs/learning/prior DEMO_SEED=2000000 SFT_BATCH=128 SFT_STEPS=3000 bash bench/learning.sh prior
+# Seeds (openvla_envs' seed policy): demos from 1,000,000, SFT's selection evals from VALIDATION_SEED, RL
+# rollouts from ROLLOUT_SEEDS, the final table from TEST_SEED: no table ever sees a layout that picked it.
+# Env: ITERS (RL iterations, default 120), ENVS (envs per RL run), LR (LoRA learning rate, 1e-3), SAVE_EVERY, RL_ARGS (extra RL flags, e.g.
+# "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
+# variant), SFT_STEPS, SFT_EVAL, SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
+# KEY_VARIANTS / EP_KEY and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
+# default all), REWARD (sparse | shaped); LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEARN_DIR=${LEARN_DIR:-runs/learning}
@@ -32,16 +32,19 @@ mkdir -p "$LEARN_DIR"
 SIZES='{"dino": {"embed_dim": 96, "depth": 4, "num_heads": 3}, "siglip": {"embed_dim": 96, "depth": 4, "num_heads": 3},
         "llm": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4}}'
 VARIANTS_SFT=${VARIANTS_SFT:-"train red_cube unseen_target"}
-VARIANTS_EVAL=${VARIANTS_EVAL:-"train unseen_target unseen_phrasing red_cube table_color distractor_cube lighting unseen_positions"}
+KEY_VARIANTS=${KEY_VARIANTS:-"train unseen_target red_cube"}
+OTHER_VARIANTS=${OTHER_VARIANTS:-"unseen_phrasing table_color distractor_cube lighting unseen_positions unseen_ee_pose cube_moved"}
 if [ "${LEARN_SMOKE:-0}" = 1 ]; then
-  DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP=4; ITERS=2; MINIB=4; GROUP=2; VARIANTS_EVAL="train red_cube"
+  DEMOS=2; SFT_STEPS=20; SFT_EVAL=10; ENVS=4; EP_SELECT=4; ITERS=2; MINIB=4; GROUP=2; EP_KEY=4; EP_OTHER=2
+  OTHER_VARIANTS="cube_moved"
 else
-  DEMOS=${DEMOS:-200}; SFT_STEPS=${SFT_STEPS:-4000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=${ENVS:-24}; EP=24; ITERS=${ITERS:-36}; MINIB=16; GROUP=8
+  DEMOS=${DEMOS:-400}; SFT_STEPS=${SFT_STEPS:-6000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=${ENVS:-24}; EP_SELECT=48
+  ITERS=${ITERS:-120}; MINIB=16; GROUP=8; EP_KEY=${EP_KEY:-200}; EP_OTHER=${EP_OTHER:-100}
 fi
-# RL hyper-parameters shared by the three algorithms (LoRA on the small LM; blog/RL4VLA defaults otherwise)
+# RL hyper-parameters shared by the three algorithms (LoRA on the small LM; the scripts' defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
-  --num-steps 80 --num-iterations $ITERS --learning-rate 3e-4 --lora-rank 16 --lora-alpha 32 --eval-every 0
-  --save-every ${SAVE_EVERY:-$ITERS}"
+  --num-steps 80 --num-iterations $ITERS --learning-rate ${LR:-1e-3} --lora-rank 16 --lora-alpha 32 --eval-every 0
+  --save-every ${SAVE_EVERY:-10} --exp-name ${1:-}${TAG:+_$TAG} ${RL_ARGS:-}"
 
 case "${1:-}" in
   prior)
@@ -51,28 +54,40 @@ case "${1:-}" in
     else  # continuing: train from a copy, as this stage replaces $LEARN_DIR/prior at its end
       rm -rf "$LEARN_DIR/prior-from"; cp -r "$PRIOR_FROM" "$LEARN_DIR/prior-from"; from=$LEARN_DIR/prior-from
     fi
+    rm -rf "$LEARN_DIR"/sft "$LEARN_DIR"/sft-step*
     # fp32 training (the checkpoints are saved in bf16, as released); no image augmentation: the crops would
     # need a matching centre crop at test time, which the released inference code does not do
     python3 sft_openvla.py --vla-path "$from" --variants $VARIANTS_SFT --demos-per-task $DEMOS \
       --demo-seed ${DEMO_SEED:-1000000} --expert-noise 0.1 --num-envs $ENVS --max-steps $SFT_STEPS \
-      --batch-size ${SFT_BATCH:-64} --learning-rate 1e-3 \
-      --precision fp32 --no-image-aug --eval-every $SFT_EVAL --save-every $SFT_EVAL --eval-episodes $EP \
-      --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos --output-dir "$LEARN_DIR/sft" 2>&1 | tee "$LEARN_DIR/sft.log"
+      --batch-size ${SFT_BATCH:-128} --learning-rate 1e-3 \
+      --precision fp32 --no-image-aug --eval-every $SFT_EVAL --save-every $SFT_EVAL --eval-episodes $EP_SELECT \
+      --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos --output-dir "$LEARN_DIR/sft" > "$LEARN_DIR/sft.log" 2>&1 &
+    sft=$!
+    # Stop at the first saved checkpoint in the prior's range (30-50 %): later steps would be discarded anyway.
+    while kill -0 $sft 2>/dev/null; do
+      sleep 5
+      step=$(grep -oE "\[eval\] step [0-9]+: success_once 0\.[34][0-9]*" "$LEARN_DIR/sft.log" | head -1 | cut -d" " -f3 | tr -d : || true)
+      if [ -n "$step" ] && [ -d "$(printf '%s/sft-step%06d' "$LEARN_DIR" "$step")" ]; then kill $sft; fi
+    done
+    wait $sft || true
+    grep -E "^\[(demos|model|eval|done)\]" "$LEARN_DIR/sft.log" || true
     python3 - "$LEARN_DIR" "$SFT_STEPS" "${PRIOR_FROM:-small random model}" <<'PY'
 import json, re, shutil, sys
 from pathlib import Path
 learn, last = Path(sys.argv[1]), int(sys.argv[2])
 log = (learn / "sft.log").read_text()
+saved = lambda s: learn / ("sft" if s == last else f"sft-step{s:06d}")  # noqa: E731
 curve = {int(s): float(x) for s, x in re.findall(r"\[eval\] step (\d+): success_once ([0-9.]+)", log)}
-weak = [s for s in sorted(curve) if 0.3 <= curve[s] <= 0.6]
-step = weak[0] if weak else min(curve, key=lambda s: (abs(curve[s] - 0.45), s))
-src = learn / "sft" if step == last else learn / f"sft-step{step:06d}"
+curve = {s: x for s, x in curve.items() if saved(s).is_dir()}
+weak = [s for s in sorted(curve) if 0.3 <= curve[s] <= 0.5]
+step = weak[0] if weak else min(curve, key=lambda s: (abs(curve[s] - 0.4), s))
 shutil.rmtree(learn / "prior", ignore_errors=True)
-shutil.copytree(src, learn / "prior")
-info = {"started_from": sys.argv[3], "greedy_success_once_on_train_by_step": curve, "chosen_step": step, "in_30_60_range": bool(weak),
+shutil.copytree(saved(step), learn / "prior")
+info = {"started_from": sys.argv[3], "validation_success_once_on_train_by_step": curve, "chosen_step": step,
+        "in_30_50_range": bool(weak), "selection_seeds": "openvla_envs.VALIDATION_SEED + i",
         "train_log": [l for l in log.splitlines() if l.startswith(("[demos]", "[model]", "[eval]", "[done]"))]}
 (learn / "prior.json").write_text(json.dumps(info, indent=1))
-print(f"[prior] SFT step {step} (greedy success_once {curve[step]:.3f} on train) -> {learn / 'prior'}")
+print(f"[prior] SFT step {step} (greedy success_once {curve[step]:.3f} on train, validation seeds) -> {learn / 'prior'}")
 PY
     ;;
   ppo)
@@ -85,14 +100,22 @@ PY
     python3 reinforce_openvla.py $RL_COMMON --output-dir "$LEARN_DIR/reinforce"
     ;;
   eval)
-    runs=$(ls -d "$LEARN_DIR"/{ppo,grpo,reinforce}/*/ 2>/dev/null || true)
-    python3 eval_generalization.py --checkpoints "$LEARN_DIR/prior" $runs --unnorm-key sft_tabletop \
-      --variants $VARIANTS_EVAL --episodes $EP --num-envs $ENVS --videos-per-variant 1 --output-dir "$LEARN_DIR/eval"
+    runs=${RUNS:-$(ls -d "$LEARN_DIR"/{ppo,grpo,reinforce}/*/ 2>/dev/null || true)}
+    for part in key:$EP_KEY other:$EP_OTHER; do
+      name=${part%%:*}; episodes=${part##*:}
+      [ "$name" = key ] && variants=$KEY_VARIANTS || variants=$OTHER_VARIANTS
+      python3 eval_generalization.py --checkpoints "$LEARN_DIR/prior" $runs --unnorm-key sft_tabletop \
+        --variants $variants --episodes $episodes --num-envs ${EVAL_ENVS:-25} --videos-per-variant 1 \
+        --output-dir "$LEARN_DIR/eval_$name"
+    done
+    ;;
+  table)
+    python3 bench/learning_table.py --evals "$LEARN_DIR"/eval_key "$LEARN_DIR"/eval_other --out bench/results/learning.json
     ;;
   plot)
     python3 bench/plot_curves.py --runs $(ls -d "$LEARN_DIR"/{ppo,grpo,reinforce}/*/ 2>/dev/null) \
       --out "$LEARN_DIR/eval/curves.png"
     ;;
   *)
-    sed -n '2,19p' "$0"; exit 2 ;;
+    sed -n '2,24p' "$0"; exit 2 ;;
 esac

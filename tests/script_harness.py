@@ -1,5 +1,6 @@
 """What the tests of the three RL scripts share: running a script as a subprocess (in the foreground, or in
-the background in its own process group), reading its tensorboard scalars, and the exact-resume check."""
+the background in its own process group), reading its tensorboard scalars, the exact-resume check, and the
+bandit learning check of the update functions."""
 
 import contextlib
 import os
@@ -14,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import openvla_patch as ovp
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -115,3 +118,41 @@ def assert_exact_resume(script: str, smoke_args: list[str], smoke_run: Path, tmp
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     first = _trainable(smoke_run / "checkpoints" / "iter_000001", files)
     assert any(not torch.equal(first[k], straight[k]) for k in first)  # the comparison is not vacuous
+
+
+def bandit_learning(tiny_dir: Path, update, args, fill_batch, iterations: int = 8, batch_size: int = 32,
+                    lr: float = 3e-4) -> tuple[float, float]:
+    """The learning check of issue 12, through a script's own update function: a contextual bandit on the real
+    tiny model (LoRA r16 / alpha 32 on the LM, lr 3e-4, as the learning experiment) with a SYNTHETIC reward,
+    1 when the sampled x token lies in the upper half of the initial policy's x distribution. Each iteration
+    samples `batch_size` actions for one image and instruction, `fill_batch(batch, rewards)` adds the keys the
+    algorithm needs (its advantages), and `update(args, model, processor, optimizer, batch, dtype, 1)` runs.
+    -> the probability of a rewarded x token before and after (exact, from the logits)."""
+    torch.manual_seed(0)
+    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=16, alpha=32),
+                                    with_value_head=True)
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
+    optimizer = torch.optim.Adam([{"params": lora, "lr": lr}, {"params": model.value_head.parameters(), "lr": 3e-3}],
+                                 eps=1e-5)
+    images = torch.randint(0, 256, (1, 224, 224, 3), dtype=torch.uint8).expand(batch_size, -1, -1, -1)
+    input_ids, attention_mask, pixel_values = processor(images, ["put the green cube on the towel"] * batch_size)
+
+    def x_probs() -> torch.Tensor:  # (256,) the policy's distribution of the first (x) token
+        with torch.no_grad():
+            logits = model.generate_actions(input_ids[:1], attention_mask[:1], pixel_values[:1], greedy=True).logits
+        return logits[0, 0].softmax(-1)
+
+    before = x_probs()
+    threshold = int((before.cumsum(0) < 0.5).sum())  # columns above it carry about half the mass
+    rewarded = torch.arange(256) > threshold
+    for _ in range(iterations):
+        model.eval()
+        with torch.no_grad():
+            sample = model.generate_actions(input_ids, attention_mask, pixel_values)
+        rewards = rewarded[sample.tokens[:, 0] - model.config.action_token_ids.start].float()  # (B,)
+        batch = {"obs": images, "input_ids": input_ids, "attention_mask": attention_mask, "actions": sample.tokens,
+                 "logprobs": sample.logprobs.sum(-1), "values": sample.values,
+                 "alive": torch.ones(batch_size, dtype=torch.bool)}
+        fill_batch(batch, rewards)
+        update(args, model, processor, optimizer, batch, torch.float32, 1)
+    return before[rewarded].sum().item(), x_probs()[rewarded].sum().item()

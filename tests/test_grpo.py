@@ -10,6 +10,7 @@ from script_harness import (
     assert_exact_resume,
     assert_lora_trained,
     assert_ranks_identical,
+    bandit_learning,
     scalars,
     smoke_and_torchrun_fixtures,
 )
@@ -124,7 +125,8 @@ def _fixed_batch(tiny_dir, advantages):
     ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
     sample = model.generate_actions(ids, mask, px)
     batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
-             "logprobs": sample.logprobs.sum(-1), "advantages": torch.tensor(advantages)}
+             "logprobs": sample.logprobs.sum(-1), "advantages": torch.tensor(advantages),
+             "alive": torch.ones(n, dtype=torch.bool)}
     return model, processor, batch
 
 
@@ -166,3 +168,13 @@ def test_clip_higher_only_widens_the_upper_bound(tiny_dir, clip_coef_high, moves
     after = ovp.trainable_state_dict(model)
     assert abs(losses["first_ratio"] - 1.25) < 1e-3 and losses["clipfrac"] == (0.0 if moves else 1.0)
     assert any(not torch.equal(before[k], after[k]) for k in before) == moves
+
+
+def test_grpo_update_learns_a_bandit(tiny_dir):
+    """Issue 12's learning check (synthetic reward on the sampled x token; see `bandit_learning`): the batch is
+    one group of same-start episodes of one step, so the group advantage is the normalised reward."""
+    def fill(batch, rewards):
+        batch["advantages"] = group_advantages(rewards, len(rewards), scale_rewards=True)
+
+    before, after = bandit_learning(tiny_dir, grpo_update, Args(num_minibatches=4), fill)
+    assert 0.35 < before < 0.65 and after >= 0.8, (before, after)

@@ -9,21 +9,23 @@ from script_harness import (
     assert_exact_resume,
     assert_lora_trained,
     assert_ranks_identical,
+    bandit_learning,
     run_script,
     scalars,
     smoke_and_torchrun_fixtures,
 )
 
 import openvla_patch as ovp
-from ppo_openvla import Args, compute_gae, ppo_update
+from ppo_openvla import Args, compute_gae, episode_masks, ppo_update
 
 SCRIPT = "ppo_openvla.py"
 SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2",
          "--eval-every", "2", "--eval-episodes", "2", "--save-every", "1", "--deterministic", "--seed", "3"]
 LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_return", "charts/learning_rate",
-            "charts/SPS", "time/rollout_s", "time/update_s", "eval/train/success_once",
+            "charts/SPS", "charts/frac_steps_in_loss", "time/rollout_s", "time/update_s", "eval/train/success_once",
             *(f"losses/{k}" for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
-                                      "explained_variance", "first_ratio"))}
+                                      "explained_variance", "first_ratio", "value_mean", "return_mean",
+                                      "grad_norm_policy", "grad_norm_value", "entropy_x", "entropy_gripper"))}
 
 
 torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29517)
@@ -57,7 +59,7 @@ def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
 
 @pytest.mark.parametrize("bad_args, message", [
     (["--env-id", "no_such_variant"], "unknown env or variant 'no_such_variant'"),
-    (["--num-minibatches", "3"], "must be divisible by --num-minibatches 3"),
+    (["--num-minibatches", "0"], "--num-minibatches must be in 1..8"),
     (["--unnorm-key", "fractal"], "unknown unnorm_key 'fractal'; this checkpoint has: bridge_orig, panda_tabletop"),
     (["--resume", "/nonexistent/ckpt"], "not a checkpoint directory"),
     (["--env-backend", "gpu"], "--env-backend gpu needs a CUDA GPU") if not torch.cuda.is_available() else
@@ -82,13 +84,56 @@ def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
 def test_gae_matches_hand_computation():
     rewards = torch.tensor([[0.0], [1.0], [1.0]])
     values = torch.tensor([[0.5], [0.2], [0.4]])
-    adv, ret = compute_gae(rewards, values, gamma=0.9, gae_lambda=0.8)
-    d2 = 1.0 - 0.4  # last step is terminal: no bootstrap
+    no_end, no_bootstrap = torch.zeros(3, 1, dtype=torch.bool), torch.zeros(1)
+    adv, ret = compute_gae(rewards, values, no_end, no_bootstrap, gamma=0.9, gae_lambda=0.8)
+    d2 = 1.0 - 0.4  # the time limit is terminal: no bootstrap
     d1 = 1.0 + 0.9 * 0.4 - 0.2
     d0 = 0.0 + 0.9 * 0.2 - 0.5
     a1 = d1 + 0.72 * d2
     assert torch.allclose(adv[:, 0], torch.tensor([d0 + 0.72 * a1, a1, d2]))
     assert torch.allclose(ret, adv + values)
+    # bootstrapping the time limit from V(s_3) = 0.7 changes only the last delta (and what it feeds)
+    adv_b, _ = compute_gae(rewards, values, no_end, torch.tensor([0.7]), gamma=0.9, gae_lambda=0.8)
+    d2b = 1.0 + 0.9 * 0.7 - 0.4
+    assert torch.allclose(adv_b[:, 0], torch.tensor([d0 + 0.72 * (d1 + 0.72 * d2b), d1 + 0.72 * d2b, d2b]))
+    # a terminal at step 1 cuts everything after it out of steps 0 and 1, bootstrap or not
+    ended = torch.tensor([[False], [True], [False]])
+    adv_t, _ = compute_gae(rewards, values, ended, torch.tensor([0.7]), gamma=0.9, gae_lambda=0.8)
+    assert torch.allclose(adv_t[:2, 0], torch.tensor([d0 + 0.72 * (1.0 - 0.2), 1.0 - 0.2]))
+
+
+def test_first_success_ends_the_episode():
+    successes = torch.tensor([[0, 0], [1, 0], [0, 0], [1, 1]], dtype=torch.bool)  # (T=4, N=2)
+    alive, terminals = episode_masks(successes, success_ends_episode=True)
+    assert alive[:, 0].tolist() == [True, True, False, False] and alive[:, 1].all()
+    assert terminals[:, 0].tolist() == [False, True, False, False] and terminals[:, 1].tolist() == [False] * 3 + [True]
+    alive, terminals = episode_masks(successes, success_ends_episode=False)
+    assert alive.all() and not terminals.any()
+
+
+def test_update_skips_samples_out_of_the_loss(tiny_dir):
+    """Samples after an episode's end change nothing: a batch with extra dead samples (huge advantages)
+    gives bit for bit the update of the batch without them."""
+    results = []
+    for dead_in_batch in (False, True):
+        model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0, 100.0, -100.0])
+        batch["alive"] = torch.tensor([True] * 4 + [False] * 2)
+        if not dead_in_batch:
+            batch = {k: v[:4] for k, v in batch.items()}
+        ppo_update(Args(num_minibatches=1), model, processor, _optimizer(model, 1e-3, 1e-3), batch, torch.float32, 1)
+        results.append(ovp.trainable_state_dict(model))
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_ppo_update_learns_a_bandit(tiny_dir):
+    """Issue 12's learning check (synthetic reward on the sampled x token; see `bandit_learning`)."""
+    def fill(batch, rewards):
+        batch["returns"] = rewards  # one-step episodes: the return is the reward
+        advantages = rewards - batch["values"]
+        batch["advantages"] = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    before, after = bandit_learning(tiny_dir, ppo_update, Args(num_minibatches=4), fill)
+    assert 0.35 < before < 0.65 and after >= 0.8, (before, after)
 
 
 def _fixed_batch(tiny_dir, advantages, **load_kwargs):
@@ -101,7 +146,8 @@ def _fixed_batch(tiny_dir, advantages, **load_kwargs):
     sample = model.generate_actions(ids, mask, px)
     batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
              "logprobs": sample.logprobs.sum(-1), "values": sample.values,
-             "advantages": torch.tensor(advantages), "returns": sample.values + 1.0}
+             "advantages": torch.tensor(advantages), "returns": sample.values + 1.0,
+             "alive": torch.ones(n, dtype=torch.bool)}
     return model, processor, batch
 
 

@@ -1,0 +1,87 @@
+"""The learning experiment's final table: eval_generalization.py results -> counts, Wilson intervals and a
+two-sided Fisher exact test of each checkpoint against the prior, per variant.
+
+    python bench/learning_table.py --evals runs/learning/eval_key runs/learning/eval_other \
+        --out bench/results/learning.json
+
+Writes `--out` as {"variants": {variant: {label: [successes, episodes]}}, "p_vs_prior": {variant: {label: p}},
+"checkpoints": {label: path}, "settings": [...]} and the Markdown table beside it (.md). Labels: `prior` for
+the first checkpoint of every evaluation (the reference), else the algorithm directory a run lives in
+(`.../ppo/<run>` -> `ppo`), or the run's name where that is ambiguous.
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+from scipy.stats import fisher_exact
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval_generalization import wilson_interval  # noqa: E402
+
+ALGORITHMS = ("ppo", "grpo", "reinforce")
+
+
+@dataclass
+class Args:
+    evals: list[str]
+    """eval_generalization.py output directories (each holds results.json); their first checkpoint is the prior"""
+    out: str = "bench/results/learning.json"
+    """the JSON to write (the Markdown table goes beside it as .md)"""
+
+
+def label_of(path: str, all_paths: list[str]) -> str:
+    """`.../ppo/<run>/` -> `ppo`; the run's own name when two runs share an algorithm."""
+    p = Path(path.rstrip("/"))
+    same_algorithm = [q for q in all_paths if Path(q.rstrip("/")).parent.name == p.parent.name]
+    if p.parent.name in ALGORITHMS and len(same_algorithm) == 1:
+        return p.parent.name
+    return p.name
+
+
+def main(args: Args) -> None:
+    counts: dict[str, dict[str, list[int]]] = {}
+    checkpoints, settings = {}, []
+    for directory in args.evals:
+        results = json.loads((Path(directory) / "results.json").read_text())
+        paths = [c["name"] for c in results["checkpoints"]]
+        labels = {paths[0]: "prior", **{p: label_of(p, paths[1:]) for p in paths[1:]}}
+        checkpoints.update({labels[p]: p for p in paths})
+        settings.append({"dir": directory, **results["settings"]})
+        for row in results["results"]:
+            successes = round(row["success_once"] * row["n"])
+            counts.setdefault(row["variant"], {})[labels[row["checkpoint"]]] = [successes, row["n"]]
+    p_values = {
+        variant: {label: fisher_exact([[s, n - s], [by["prior"][0], by["prior"][1] - by["prior"][0]]])[1]
+                  for label, (s, n) in by.items() if label != "prior"}
+        for variant, by in counts.items() if "prior" in by
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"variants": counts, "p_vs_prior": p_values, "checkpoints": checkpoints,
+                               "settings": settings}, indent=1))
+
+    labels = list(dict.fromkeys(label for by in counts.values() for label in by))
+    lines = ["| variant | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for variant, by in counts.items():
+        cells = []
+        for label in labels:
+            if label not in by:
+                cells.append("-")
+                continue
+            s, n = by[label]
+            lo, hi = wilson_interval(s, n)
+            p = p_values.get(variant, {}).get(label)
+            cells.append(f"{s}/{n} = {s / n:.2f} [{lo:.2f}, {hi:.2f}]" + ("" if p is None else f", p = {p:.2g}"))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(
+        "Greedy success_once, successes/episodes [95 % Wilson interval], two-sided Fisher exact p against the prior.\n\n"
+        + table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
