@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from scipy.stats import chisquare
+from vla_inputs import INSTRUCTIONS, random_images
 
 from openvla_patch import (
     ACTION_PREFIX_TOKEN_ID,
@@ -23,16 +24,6 @@ from openvla_patch import (
     save_adapter,
     tokens_to_actions,
 )
-
-INSTRUCTIONS = [
-    "put the green cube on the towel",
-    "put it there",
-    "place the purple zebra block onto the folded striped kitchen cloth on the left side of the table",
-]
-
-
-def _images(n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def _inputs(processor, instructions, images):
@@ -150,7 +141,7 @@ def test_processor_normalisation_and_resize(tiny_fp32):
 
 def test_batched_greedy_equals_single(tiny_fp32):
     model, processor = tiny_fp32
-    images = _images(3)
+    images = random_images(3)
     batch = model.generate_actions(*_inputs(processor, INSTRUCTIONS, images), greedy=True)
     for i, instruction in enumerate(INSTRUCTIONS):
         alone = model.generate_actions(*_inputs(processor, [instruction], images[i : i + 1]), greedy=True)
@@ -164,7 +155,7 @@ def test_batched_greedy_equals_single(tiny_fp32):
 
 def test_kv_cache_logits_equal_teacher_forced(tiny_fp32):
     model, processor = tiny_fp32
-    ids, mask, px = _inputs(processor, INSTRUCTIONS, _images(3, seed=1))
+    ids, mask, px = _inputs(processor, INSTRUCTIONS, random_images(3, seed=1))
     sample = model.generate_actions(ids, mask, px, temperature=1.0)
     logits, _ = model.forward(ids, mask, px, sample.tokens)  # (B, 7, V)
     teacher = logits[..., model.config.action_token_ids.start : model.config.base_vocab_size]
@@ -196,7 +187,7 @@ def test_sampling_only_action_tokens_matches_masked_softmax(tiny_dir, temperatur
     lm.lm_head.weight.data[first:last] *= 12  # a peaked distribution over the action tokens
     lm.lm_head = _PushMassOffActions(lm.lm_head, first, last)
     n = 400
-    ids, mask, px = _inputs(processor, ["put the green cube on the towel"] * n, _images(1).expand(n, -1, -1, -1))
+    ids, mask, px = _inputs(processor, ["put the green cube on the towel"] * n, random_images(1).expand(n, -1, -1, -1))
     with torch.no_grad():
         full_logits, _ = model.forward(ids[:1], mask[:1], px[:1], torch.full((1, 7), first))
     full_probs = torch.softmax(full_logits[0, 0].double() / temperature, -1)
@@ -252,7 +243,7 @@ def test_unknown_unnorm_key_lists_available(tiny_fp32):
 @pytest.mark.parametrize("temperature", [1.0, 1.7])
 def test_rollout_logprobs_equal_evaluate_actions(tiny_fp32, temperature):
     model, processor = tiny_fp32
-    ids, mask, px = _inputs(processor, INSTRUCTIONS, _images(3, seed=2))
+    ids, mask, px = _inputs(processor, INSTRUCTIONS, random_images(3, seed=2))
     sample = model.generate_actions(ids, mask, px, temperature=temperature)
     ev = model.evaluate_actions(ids, mask, px, sample.tokens, temperature=temperature)
     assert torch.allclose(ev.logprobs, sample.logprobs, atol=1e-5)
@@ -264,7 +255,7 @@ def test_rollout_logprobs_equal_evaluate_actions(tiny_fp32, temperature):
 
 def test_value_head_stop_grad(tiny_dir):
     model, processor = load_vla(str(tiny_dir), dtype=torch.float32, with_value_head=True)
-    ids, mask, px = _inputs(processor, INSTRUCTIONS, _images(3))
+    ids, mask, px = _inputs(processor, INSTRUCTIONS, random_images(3))
     sample = model.generate_actions(ids, mask, px)
     ev = model.evaluate_actions(ids, mask, px, sample.tokens)
     assert torch.allclose(ev.values, sample.values, atol=1e-5)
@@ -288,7 +279,7 @@ def test_4bit_lora_trains_only_lora(tiny_dir):
     model, processor = load_vla(str(tiny_dir), dtype=torch.float32, load_in_4bit=True,
                                 lora=LoraSettings(rank=4, alpha=8), with_value_head=True)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.causal_lm.modules())
-    ids, mask, px = _inputs(processor, INSTRUCTIONS[:2], _images(2))
+    ids, mask, px = _inputs(processor, INSTRUCTIONS[:2], random_images(2))
     sample = model.generate_actions(ids, mask, px)
     ev = model.evaluate_actions(ids, mask, px, sample.tokens)
     (-(ev.logprobs.sum()) + ev.values.pow(2).sum()).backward()
@@ -309,7 +300,7 @@ def test_lora_adapter_round_trip(tiny_dir, tmp_path, train_vision):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
-    ids, mask, px = _inputs(processor, INSTRUCTIONS, _images(3))
+    ids, mask, px = _inputs(processor, INSTRUCTIONS, random_images(3))
     before = model.generate_actions(ids, mask, px, greedy=True)
     save_adapter(model, tmp_path, base_path=str(tiny_dir))
     written = {p.name for p in tmp_path.iterdir()}

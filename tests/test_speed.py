@@ -4,18 +4,9 @@ LoRA computing in bf16 over fp32 master weights, identically in rollout and upda
 
 import pytest
 import torch
+from vla_inputs import INSTRUCTIONS, random_images
 
 from openvla_patch import LoraSettings, OpenVLAError, StaticCacheDecoder, load_vla
-
-INSTRUCTIONS = [
-    "put the green cube on the towel",
-    "put it there",
-    "place the purple zebra block onto the folded striped kitchen cloth on the left side of the table",
-]
-
-
-def _images(n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def _lora_model(tiny_dir, dtype=torch.float32, **kwargs):
@@ -35,7 +26,7 @@ def _lora_model(tiny_dir, dtype=torch.float32, **kwargs):
 
 def test_reused_patch_embeddings_equal_recomputed(tiny_dir):
     model, processor = _lora_model(tiny_dir)
-    ids, mask, px = processor(_images(3, seed=3), INSTRUCTIONS)
+    ids, mask, px = processor(random_images(3, seed=3), INSTRUCTIONS)
     assert model.generate_actions(ids, mask, px).patch_embeddings is None
     sample = model.generate_actions(ids, mask, px, return_patch_embeddings=True)
     assert sample.patch_embeddings.shape == (3, 256, model.causal_lm.config.hidden_size)
@@ -52,7 +43,7 @@ def test_reused_patch_embeddings_equal_recomputed(tiny_dir):
 
 def test_patch_embeddings_need_frozen_vision_and_exactly_one_image_input(tiny_dir, tiny_fp32):
     model, processor = tiny_fp32  # full fine-tuning: every parameter trainable
-    ids, mask, px = processor(_images(2), INSTRUCTIONS[:2])
+    ids, mask, px = processor(random_images(2), INSTRUCTIONS[:2])
     sample = model.generate_actions(ids, mask, px, return_patch_embeddings=True)
     with pytest.raises(OpenVLAError, match="pass pixel_values"):
         model.evaluate_actions(ids, mask, None, sample.tokens, patch_embeddings=sample.patch_embeddings)
@@ -71,7 +62,7 @@ def test_patch_embeddings_need_frozen_vision_and_exactly_one_image_input(tiny_di
 @pytest.mark.parametrize("greedy", [True, False])
 def test_static_cache_decode_equals_dynamic_cache(tiny_dir, attn, greedy):
     model, processor = _lora_model(tiny_dir, attn_implementation=attn)
-    ids, mask, px = processor(_images(3, seed=4), INSTRUCTIONS)  # padded: three prompt lengths
+    ids, mask, px = processor(random_images(3, seed=4), INSTRUCTIONS)  # padded: three prompt lengths
     assert len(set(mask.sum(1).tolist())) == 3
     runs = {decode: model.generate_actions(ids, mask, px, temperature=1.3, greedy=greedy, decode=decode,
                                            generator=torch.Generator().manual_seed(5))
@@ -86,7 +77,7 @@ def test_static_cache_decode_equals_dynamic_cache(tiny_dir, attn, greedy):
 def test_static_decoder_reused_across_prompt_lengths(tiny_fp32, monkeypatch):
     """A captured graph is reused for later calls of another prompt length: no state may leak between them."""
     model, processor = tiny_fp32
-    batches = [processor(_images(2, seed=6), INSTRUCTIONS[1:]), processor(_images(2, seed=7), INSTRUCTIONS[:2])]
+    batches = [processor(random_images(2, seed=6), INSTRUCTIONS[1:]), processor(random_images(2, seed=7), INSTRUCTIONS[:2])]
     reference = [model.generate_actions(*b, greedy=True, decode="dynamic") for b in batches]
     assert batches[0][0].shape[1] != batches[1][0].shape[1]
     shared = StaticCacheDecoder(model, batch=2, length=1 + 256 + batches[0][0].shape[1] + 16, cuda_graph=False)
@@ -99,7 +90,7 @@ def test_static_decoder_reused_across_prompt_lengths(tiny_fp32, monkeypatch):
 
 def test_decode_modes_are_checked(tiny_fp32):
     model, processor = tiny_fp32
-    ids, mask, px = processor(_images(1), INSTRUCTIONS[:1])
+    ids, mask, px = processor(random_images(1), INSTRUCTIONS[:1])
     with pytest.raises(ValueError, match="decode must be one of"):
         model.generate_actions(ids, mask, px, decode="graph")
     with pytest.raises(OpenVLAError, match="CUDA device"):
@@ -116,7 +107,7 @@ def test_lora_computes_in_bf16_over_fp32_weights_and_first_ratio_is_one(tiny_dir
     seen = []
     layer = model.causal_lm.model.layers[0].self_attn.q_proj
     handle = layer.lora_A["default"].register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
-    ids, mask, px = processor(_images(3, seed=8), INSTRUCTIONS, dtype=torch.bfloat16)
+    ids, mask, px = processor(random_images(3, seed=8), INSTRUCTIONS, dtype=torch.bfloat16)
     sample = model.generate_actions(ids, mask, px, return_patch_embeddings=True, generator=torch.Generator().manual_seed(0))
     model.train()
     ev = model.evaluate_actions(ids, mask, None, sample.tokens, patch_embeddings=sample.patch_embeddings)
