@@ -562,9 +562,9 @@ def _place(
 
 
 def _random_texture(rng: np.random.Generator) -> torch.Tensor:
-    """(IMAGE_SIZE, IMAGE_SIZE, 3) uint8: a mosaic of random colours, 4 to 12 tiles a side, tilted by a
-    random angle, so no two episodes' textures look alike."""
-    tiles = int(rng.integers(4, 13))
+    """(IMAGE_SIZE, IMAGE_SIZE, 3) uint8: a mosaic of random colours, 12 to 32 tiles a side (so an object
+    shows several), tilted by a random angle: no two episodes' textures look alike."""
+    tiles = int(rng.integers(12, 33))
     colors = rng.integers(0, 256, (tiles, tiles, 3), dtype=np.uint8)
     angle = rng.uniform(0, np.pi)
     v, u = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / IMAGE_SIZE - 0.5
