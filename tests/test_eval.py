@@ -110,6 +110,7 @@ def test_rerun_skips_finished_cells(suite):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--variants", "train", "no_such_variant"], "unknown env or variant 'no_such_variant'"),
     (["--suite", "simpler"], "download them with"),
+    (["--suite", "rl4vla_assets"], "github.com/gen-robot/RL4VLA"),  # RL4VLA's ManiSkill fork is not installed here
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, capsys):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
@@ -120,6 +121,18 @@ def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, ca
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_rl4vla_variants_get_rl4vla_summary_end_to_end(tiny_dir, tmp_path):
+    args = ["--checkpoints", str(tiny_dir), "--variants", "train", "dynamic_noise_weak", "--episodes", "1",
+            "--num-envs", "1", "--max-episode-steps", "2", "--videos-per-variant", "0", "--output-dir", "out"]
+    proc = run_eval(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [s["group"] for s in results["rl4vla_summary"]] == ["in_distribution", "vision", "ood"]
+    assert results["rl4vla_summary"][2]["variants"] == ["dynamic_noise_weak"]
+    assert "### RL4VLA's table: success_at_end (%)" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "results_rl4vla.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rl4vla_summary_pools_categories_and_lays_out_rl4vla_table():
