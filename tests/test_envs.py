@@ -331,6 +331,18 @@ def test_execution_variants():
     assert max(moved["cube_moved"][:10]) < 0.005 and moved["cube_moved"][11] >= 0.10  # jumps at step 10
 
 
+@pytest.mark.parametrize("name", [*SFT_VARIANTS, "multi_object_seen", "distractive_receptacle"])
+def test_layouts_are_those_of_before_the_rl4vla_variants(name):
+    """The learning experiment's variants lay out what they did at commit b764851 (seed 7: cube pose, towel
+    and plate xy), and the variants that add an object or a receptacle keep train's layout for train's."""
+    env = single(name, obs_mode="state")
+    u = env.unwrapped
+    env.reset(seed=7)
+    np.testing.assert_allclose(u.cube.pose.raw_pose[0], [-0.076011, 0.120738, 0.02, 0.995631, 0, 0, -0.093372], atol=1e-6)
+    towel, plate = (r.pose.p[0, :2] for r in u.receptacles[:2])
+    np.testing.assert_allclose(torch.stack([towel, plate]), [[-0.200219, -0.093216], [0.052878, -0.12611]], atol=1e-6)
+
+
 def test_every_variant_is_checked():
     covered = {
         "red_cube",
