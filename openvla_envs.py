@@ -347,7 +347,7 @@ class OpenVLATabletopEnv(BaseEnv):
         self._potential = torch.zeros(n, device=self.device)
         self._expert_rngs = [np.random.default_rng(0)] * n
         self._episode_seeds = [0] * n  # the image perturbations' seeds (the expert's, a different stream)
-        self._textures = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, 3)
+        self._textures = torch.zeros(n if self.texture_mix > 0 else 0, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
         self.distractor = None
         if self.distractor_color is not None:
             self.distractor = self._build_object("distractor", self.distractor_shape, self.distractor_color)
@@ -581,8 +581,8 @@ Category = Literal["train", "vision", "semantic", "execution"]  # RL4VLA's three
 
 @dataclass(frozen=True)
 class Variant:
-    """A named task configuration: `env_kwargs` go to `OpenVLATabletopEnv`. `rl4vla`: the RL4VLA test
-    variant it stands in for, as `<RL4VLA env id>@<obj_set>` (their tasks run with an object split)."""
+    """A named task configuration: `env_kwargs` go to `OpenVLATabletopEnv`. `rl4vla`: the RL4VLA task it
+    stands in for, as `<RL4VLA env id>@<obj_set>` (their tasks run with an object split)."""
 
     name: str
     category: Category
