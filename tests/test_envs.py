@@ -293,7 +293,11 @@ def test_semantic_variants_expert_moves_the_instructed_object_onto_the_instructe
         objects += [(u.distractor_color, "cube")] if name == "multi_object_seen" else []
         assert len(objects) == (1 if name == "unseen_objects" else 2)
         for color, shape in objects:  # seen = colour and shape both in SFT data; unseen = never a cube
-            assert (color in colors and shape in shapes) if name == "multi_object_seen" else oe.SHAPES[shape].noun != "cube"
+            seen = color in colors and shape in shapes
+            assert seen if name == "multi_object_seen" else oe.SHAPES[shape].noun != "cube"
+        assert (u.distractor is not None) == name.startswith("multi_object")
+        if u.distractor is not None:  # the expert left the other object where it was, off the target
+            assert torch.linalg.norm(u.distractor.pose.p[0, :2] - u.target_actor.pose.p[0, :2]) > 0.05
     if "receptacle" in name:
         assert all(k in kinds for k in u.receptacle_kinds) == (name == "distractive_receptacle")
         assert len(u.receptacles) == (3 if name == "distractive_receptacle" else 2)
