@@ -21,6 +21,12 @@ Outputs under `--output-dir`:
 * `results.json` (schema below), `results.md` (the tables), `results.png` (grouped bars with the
   intervals), `videos/<checkpoint slug>/<variant>_seed<seed>.mp4` (the first `--videos-per-variant`
   episodes of each cell).
+* RL4VLA's summary, when every variant run is in the `rl4vla` suite (or every one in `rl4vla_assets`):
+  in-distribution (`train`), the vision / semantic / execution means and the OOD mean (all 16 test
+  variants), each with a Wilson interval on the pooled episodes (every variant has the same n, so the
+  pooled rate is the mean of the rates); in results.md a table in the layout of RL4VLA's (one row per
+  checkpoint, the variants grouped by category, each group followed by its mean, in percent) for
+  success_at_end (RL4VLA's metric) and success_once, and `results_rl4vla.png` (bars per group).
 
 results.json = {
   "settings": {"episodes", "seed", "temperature", "decoding": "greedy" | "sampled (T=...)",
@@ -28,11 +34,18 @@ results.json = {
   "checkpoints": [{"name", "path", "slug", "kind": "base" | "adapter", "unnorm_key"}],
   "results": [{"checkpoint", "variant", "category", "n", "success_once", "success_at_end",
                "success_once_ci": [lo, hi], "success_at_end_ci": [lo, hi], "episodic_return",
-               "diff_success_once": success_once minus the first checkpoint's (null for the first)}]}
+               "diff_success_once": success_once minus the first checkpoint's (null for the first)}],
+  "rl4vla_summary" (only with RL4VLA's summary): [{"checkpoint", "group": "in_distribution" | "vision" |
+               "semantic" | "execution" | "ood", "variants": [...], "n", "success_once", "success_at_end",
+               "success_once_ci", "success_at_end_ci"}]}
 
 Commands:
     # 1 GPU, the released model vs an RL run, all built-in variants:
     python eval_generalization.py --checkpoints openvla/openvla-7b runs/ppo_openvla__1__1700000000 --episodes 50
+    # RL4VLA's 16 test variants (built-in counterparts) + train, with their category means:
+    python eval_generalization.py --checkpoints openvla/openvla-7b runs/ppo_openvla__1__1700000000 --suite rl4vla
+    # RL4VLA's own tasks (needs RL4VLA's ManiSkill fork and assets; decode with the key of your checkpoint):
+    python eval_generalization.py --checkpoints <RL4VLA checkpoint> --suite rl4vla_assets --unnorm-key bridge_orig
     # SimplerEnv Bridge tasks (needs their ManiSkill assets):
     python eval_generalization.py --checkpoints openvla/openvla-7b --suite simpler
     # CPU smoke run, tiny model (about 1 minute on 2 cores):
@@ -58,7 +71,7 @@ import tyro
 from tqdm import tqdm
 
 import openvla_envs
-from openvla_envs import BRIDGE_ENV_IDS, VARIANTS, MissingAssetsError, make_envs, resolve
+from openvla_envs import SUITES, MissingAssetsError, category, make_envs, resolve
 from openvla_patch import BUILTIN_NORM_KEY, OpenVLAError, action_stats, load_vla, tokens_to_actions
 
 RL_INFO_FILE = "openvla_rl.json"
@@ -73,8 +86,10 @@ class Args:
     checkpoints: list[str]
     """checkpoints to compare, the first is the reference of the difference column: `tiny`, checkpoint
     directories, hub ids, RL checkpoint directories (openvla_rl.json) or RL run directories"""
-    suite: Literal["builtin", "simpler"] = "builtin"
-    """builtin = every variant of openvla_envs.VARIANTS; simpler = the SimplerEnv Bridge tasks (needs assets)"""
+    suite: Literal["builtin", "rl4vla", "rl4vla_assets", "simpler"] = "builtin"
+    """builtin = our ten built-in variants; rl4vla = train + the built-in counterparts of RL4VLA's 16 test
+    variants, with RL4VLA's category means; rl4vla_assets = RL4VLA's own 16 tasks + their training task (needs
+    RL4VLA's ManiSkill fork and assets); simpler = the SimplerEnv Bridge tasks (needs assets)"""
     variants: list[str] = field(default_factory=list)
     """explicit variant names or env ids instead of --suite"""
     episodes: int = 50
@@ -218,8 +233,55 @@ def markdown_tables(rows: list[dict], checkpoints: list[Checkpoint]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def bar_chart(rows: list[dict], checkpoints: list[Checkpoint], variants: list[str], title: str, path: Path) -> None:
-    """Grouped bars: success_once per variant, one bar per checkpoint, Wilson intervals as error bars."""
+RL4VLA_GROUPS = ("in_distribution", "vision", "semantic", "execution", "ood")
+
+
+def rl4vla_summary(rows: list[dict], checkpoints: list[Checkpoint]) -> list[dict]:
+    """Per checkpoint and RL4VLA group (in-distribution = `train`, each category, OOD = every test variant):
+    rates over the group's pooled episodes, with Wilson intervals; groups with no variant are left out."""
+    summary = []
+    for ckpt in checkpoints:
+        for group in RL4VLA_GROUPS:
+            members = [r for r in rows if r["checkpoint"] == ckpt.name and (
+                r["category"] == {"in_distribution": "train"}.get(group, group)
+                or (group == "ood" and r["category"] != "train"))]
+            if not members:
+                continue
+            n = sum(r["n"] for r in members)
+            counts = {m: sum(round(r[m] * r["n"]) for r in members) for m in ("success_once", "success_at_end")}
+            summary.append({"checkpoint": ckpt.name, "group": group, "variants": [r["variant"] for r in members],
+                            "n": n, **{m: c / n for m, c in counts.items()},
+                            **{f"{m}_ci": list(wilson_interval(c, n)) for m, c in counts.items()}})
+    return summary
+
+
+def rl4vla_tables(rows: list[dict], summary: list[dict], checkpoints: list[Checkpoint]) -> str:
+    """RL4VLA's table layout, once per metric: a row per checkpoint; `train`, then each category's variants
+    followed by the category mean, then the OOD mean; percent."""
+    columns = []  # (header, key, value): the row of `rows` or `summary` whose `key` is `value`
+    for group in RL4VLA_GROUPS:
+        first = [s for s in summary if s["checkpoint"] == checkpoints[0].name and s["group"] == group]
+        if not first:
+            continue
+        if group in ("vision", "semantic", "execution"):
+            columns += [(v, "variant", v) for v in first[0]["variants"]]
+        columns.append(("train (in-dist.)" if group == "in_distribution" else f"**{group} mean**", "group", group))
+    out = []
+    for metric in ("success_at_end", "success_once"):
+        lines = [f"### RL4VLA's table: {metric} (%)", "", "| checkpoint | " + " | ".join(c[0] for c in columns) + " |",
+                 "|---|" + "---:|" * len(columns)]
+        for ckpt in checkpoints:
+            mine = [r for r in rows + summary if r["checkpoint"] == ckpt.name]
+            cells = [next(100 * r[metric] for r in mine if r.get(key) == name) for _, key, name in columns]
+            lines.append(f"| {ckpt.name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def bar_chart(rows: list[dict], checkpoints: list[Checkpoint], variants: list[str], title: str, path: Path,
+              key: str = "variant") -> None:
+    """Grouped bars: success_once per variant (or per `key` value), one bar per checkpoint, Wilson intervals
+    as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write the file only
@@ -228,7 +290,7 @@ def bar_chart(rows: list[dict], checkpoints: list[Checkpoint], variants: list[st
     width = 0.8 / len(checkpoints)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(variants) * max(1, len(checkpoints) / 2)), 4.0))
     for c, ckpt in enumerate(checkpoints):
-        by_variant = {r["variant"]: r for r in rows if r["checkpoint"] == ckpt.name}
+        by_variant = {r[key]: r for r in rows if r["checkpoint"] == ckpt.name}
         rates = np.array([by_variant[v]["success_once"] for v in variants])
         lo, hi = np.array([by_variant[v]["success_once_ci"] for v in variants]).T
         ax.bar(np.arange(len(variants)) + (c - (len(checkpoints) - 1) / 2) * width, rates, width, label=ckpt.name,
@@ -249,10 +311,9 @@ if __name__ == "__main__":
     # -----------------------------------------------------------------------------------------------
     # Setup: validate everything a user can get wrong before loading any model
     # -----------------------------------------------------------------------------------------------
-    variants = args.variants or (list(VARIANTS) if args.suite == "builtin" else list(BRIDGE_ENV_IDS))
-    try:
-        for variant in variants:
-            resolve(variant)  # unknown names -> ValueError, SimplerEnv ids without assets -> MissingAssetsError
+    variants = args.variants or list(SUITES[args.suite])
+    try:  # unknown names -> ValueError; Bridge / RL4VLA tasks that are not installed -> MissingAssetsError
+        robots = {resolve(variant)[2] for variant in variants}
     except (ValueError, MissingAssetsError) as err:
         fail(str(err))
     if not args.checkpoints or args.episodes < 1 or args.num_envs < 1 or args.temperature < 0:
@@ -262,7 +323,7 @@ if __name__ == "__main__":
     if len(set(args.checkpoints)) != len(args.checkpoints):
         fail("--checkpoints lists a checkpoint twice")
     keys = args.unnorm_key * len(args.checkpoints) if len(args.unnorm_key) == 1 else args.unnorm_key
-    suite_key = "bridge_orig" if all(v in BRIDGE_ENV_IDS for v in variants) else BUILTIN_NORM_KEY
+    suite_key = "bridge_orig" if robots == {"widowx"} else BUILTIN_NORM_KEY
     try:
         checkpoints = [resolve_checkpoint(name, key, suite_key)
                        for name, key in zip(args.checkpoints, keys or ["auto"] * len(args.checkpoints), strict=True)]
@@ -330,18 +391,25 @@ if __name__ == "__main__":
     # -----------------------------------------------------------------------------------------------
     # Report: table on stdout, results.json, results.md, results.png
     # -----------------------------------------------------------------------------------------------
-    category = {v: VARIANTS[v].category if v in VARIANTS else "simpler" for v in variants}
-    rows = [{"checkpoint": ckpt.name, "variant": variant, "category": category[variant],
+    categories = {v: category(v) for v in variants}
+    rows = [{"checkpoint": ckpt.name, "variant": variant, "category": categories[variant],
              **summarise(json.loads(cell_file(ckpt, variant).read_text()))} for ckpt in checkpoints for variant in variants]
     reference = {r["variant"]: r["success_once"] for r in rows[: len(variants)]}  # the first checkpoint's
     for r in rows:
         r["diff_success_once"] = None if r["checkpoint"] == checkpoints[0].name else r["success_once"] - reference[r["variant"]]
     results = {"settings": {**settings, "variants": variants}, "checkpoints": [asdict(c) for c in checkpoints],
                "results": rows}
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     title = f"{args.episodes} episodes per variant, {decoding} decoding"
     tables = markdown_tables(rows, checkpoints)
+    if any(set(variants) <= set(SUITES[suite]) for suite in ("rl4vla", "rl4vla_assets")):
+        results["rl4vla_summary"] = rl4vla_summary(rows, checkpoints)
+        tables = rl4vla_tables(rows, results["rl4vla_summary"], checkpoints) + "\n" + tables
+        groups = [g for g in RL4VLA_GROUPS if any(s["group"] == g for s in results["rl4vla_summary"])]
+        bar_chart(results["rl4vla_summary"], checkpoints, groups, f"RL4VLA groups: {title}",
+                  output_dir / "results_rl4vla.png", key="group")
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "results.md").write_text(f"# Generalisation: {title}\n\n{tables}")
     bar_chart(rows, checkpoints, variants, title, output_dir / "results.png")
     print(f"\n{title}\n\n{tables}")
-    print(f"wrote {output_dir / 'results.json'}, results.md, results.png and videos/")
+    extra = ", results_rl4vla.png" if "rl4vla_summary" in results else ""
+    print(f"wrote {output_dir / 'results.json'}, results.md, results.png{extra} and videos/")

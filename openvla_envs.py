@@ -4,17 +4,20 @@ variants, a vectorised env factory over two back-ends, OpenVLA-action conversion
 Task. `OpenVLATabletop-v1` mirrors the blog's "put the cube on the towel" experiment with what the
 `mani_skill` pip package ships (the Panda robot and the table scene) plus primitive shapes: a 4 cm cube,
 a towel (a thin cloth-coloured box with stripes), a plate (a low white disc) and an optional distractor
-cube, laid out without overlap from the episode seed. One fixed camera in front of the table, facing the
-robot (like the Bridge camera, from the other side), gives 224x224 RGB. Success = the cube rests on the
-instructed receptacle, released and nearly still. Reward, per step: `sparse` = the success indicator
-(the blog's), or `shaped` = RL4VLA's potential with milestones +0.1 grasped, +0.1 grasp held 5 steps,
-+1 on target; the reward is the change of that potential, so an episode's return is at most 1.2 and
-undoing progress costs what it earned. Episodes have a fixed length (80 steps) and never end early.
+object, laid out without overlap from the episode seed. One fixed camera in front of the table, facing the
+robot (like the Bridge camera, from the other side), gives 224x224 RGB. Success = the instructed object
+rests on the instructed receptacle, released and nearly still. Reward, per step: `sparse` = the success
+indicator (the blog's), or `shaped` = RL4VLA's potential with milestones +0.1 grasped, +0.1 grasp held 5
+steps, +1 on target; the reward is the change of that potential, so an episode's return is at most 1.2
+and undoing progress costs what it earned. Episodes have a fixed length (80 steps) and never end early.
 
-Variants (`VARIANTS`): `train` (green cube -> towel, a plate beside it) and OOD variants in the
-blog's and RL4VLA's three families: language (unseen target, unseen phrasing), vision (red cube,
-table colour, distractor cube, lighting) and execution (unseen cube positions, unseen initial
-end-effector pose, cube moved mid-episode). Each states what differs from `train`.
+Variants (`VARIANTS`): `train` (green cube -> towel, a plate beside it) and OOD variants in RL4VLA's
+three categories: vision (table, textures, image noise, lighting, a distractor), semantic (objects,
+receptacles, instructions, several objects or receptacles) and execution (positions, initial arm pose,
+the object moved mid-episode). Each states what differs from `train`. `SUITES` names the sets that
+eval_generalization.py runs: `builtin` (our first ten), `rl4vla` (`train` + one counterpart of each of
+RL4VLA's 16 test variants, under RL4VLA's names) and `rl4vla_assets` (RL4VLA's own tasks, for users
+who have installed them: see `resolve`).
 
 Back-ends (`make_envs`). `gpu`: ManiSkill GPU simulation (`physx_cuda`), all envs in one process.
 `cpu`: one CPU-physics env per worker process (gymnasium `AsyncVectorEnv` over `CPUGymWrapper`),
@@ -28,9 +31,9 @@ Actions. `step` takes OpenVLA's un-normalised 7-D actions. For Panda tasks those
 / 0.1 m; dims 3-5 = EE rotation (root-aligned XYZ Euler) in units of -0.1 rad (ManiSkill scales the
 normalised rotation by `rot_lower` = -0.1, so +1 turns by -0.1 rad); dim 6 = gripper, 1 = open,
 -1 = closed. Everything is clipped to [-1, 1]. `PANDA_NORM_STATS` is the matching `norm_stats` entry (q01 = -1, q99 = 1), so
-the model's bins map 1:1 onto the controller. For the WidowX SimplerEnv Bridge tasks see
-`openvla_to_controller`; their images come at the Bridge camera's 640x480 (the OpenVLA processor
-resizes to 224x224, as SimplerEnv does).
+the model's bins map 1:1 onto the controller. For the WidowX SimplerEnv Bridge tasks (and RL4VLA's,
+which use the same robot and controller) see `openvla_to_controller`; their images come at the Bridge
+camera's 640x480 (the OpenVLA processor resizes to 224x224, as SimplerEnv does).
 """
 
 from __future__ import annotations
@@ -67,6 +70,29 @@ BRIDGE_ENV_IDS = (
     "StackGreenCubeOnYellowCubeBakedTexInScene-v1",
     "PutEggplantInBasketScene-v1",
 )
+# RL4VLA's tasks (github.com/gen-robot/RL4VLA): registered by RL4VLA's fork of ManiSkill, not by the pip
+# package, on the Bridge scene with their own object files. Main-v3 is their training task; the others are
+# their test variants. Each is run with an object split, `obj_set` = train | test, passed at reset.
+RL4VLA_ENV_IDS = (
+    "PutOnPlateInScene25Main-v3",
+    "PutOnPlateInScene25VisionImage-v1",
+    "PutOnPlateInScene25VisionTexture03-v1",
+    "PutOnPlateInScene25VisionTexture05-v1",
+    "PutOnPlateInScene25VisionWhole03-v1",
+    "PutOnPlateInScene25VisionWhole05-v1",
+    "PutOnPlateInScene25Carrot-v1",
+    "PutOnPlateInScene25Plate-v1",
+    "PutOnPlateInScene25Instruct-v1",
+    "PutOnPlateInScene25MultiCarrot-v1",
+    "PutOnPlateInScene25MultiPlate-v1",
+    "PutOnPlateInScene25Position-v1",
+    "PutOnPlateInScene25EEPose-v1",
+    "PutOnPlateInScene25PositionChangeTo-v1",
+)
+RL4VLA_SOURCE = (
+    "RL4VLA's ManiSkill fork and assets (https://github.com/gen-robot/RL4VLA: `pip install -e ManiSkill` in "
+    "that repository, plus `python -m mani_skill.utils.download_asset bridge_v2_real2sim -y`)"
+)
 IMAGE_SIZE = 224
 
 # The `norm_stats` entry for the built-in Panda tasks, in the released checkpoint's format: bins span
@@ -92,23 +118,112 @@ COLORS: dict[str, list[float]] = {
     "red": [0.85, 0.1, 0.1, 1],
     "blue": [0.1, 0.25, 0.85, 1],
     "yellow": [0.95, 0.8, 0.1, 1],
+    "lime": [0.45, 0.8, 0.1, 1],  # a yellower green: `similar_to_training`'s cube
 }
-CUBE_HALF = 0.02
+# A part of an actor: (shape "box" | "disc", size, rgba, pose in the actor's frame). Box sizes are half
+# sizes; disc sizes are (radius, half height), standing upright.
+Part = tuple[str, Sequence[float], Sequence[float], sapien.Pose]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An object the robot moves. `half` = half sizes (x, y, z) of a box, or (radius, radius, half
+    height) of an upright cylinder; the object rests on its bottom face."""
+
+    kind: Literal["box", "cylinder"]
+    half: tuple[float, float, float]
+    noun: str  # what instructions call it
+    footprint: float  # radius (m) of the disc it occupies in the layout
+    yaw_scale: float = 1.0  # initial yaw range = yaw_scale x [-45, 45] degrees
+
+
+SHAPES: dict[str, Shape] = {
+    "cube": Shape("box", (0.02, 0.02, 0.02), "cube", 0.03),
+    "large_cube": Shape("box", (0.023, 0.023, 0.023), "cube", 0.035),
+    "cylinder": Shape("cylinder", (0.02, 0.02, 0.025), "cylinder", 0.03),
+    # long side along x, across the fingers' closing direction (y): a yaw within +-22.5 degrees still
+    # lets the closing fingers square it up
+    "bar": Shape("box", (0.04, 0.012, 0.015), "bar", 0.045, yaw_scale=0.5),
+}
+
+
+@dataclass(frozen=True)
+class Receptacle:
+    """A kinematic receptacle: `parts` (the first one collides), its top surface's height above the
+    table, the half side of the square the object's centre must end in, and its layout footprint."""
+
+    parts: tuple[Part, ...]
+    top: float
+    half: float
+    footprint: float
+
+
+CUBE_HALF = SHAPES["cube"].half[2]
 TOWEL_HALF = (0.075, 0.075, 0.003)  # x, y, z half sizes (m)
 PLATE_RADIUS, PLATE_HALF_HEIGHT = 0.07, 0.006
+BOARD_HALF = (0.08, 0.055, 0.006)
+TRAY_HALF = (0.07, 0.07, 0.004)
+_UPRIGHT = sapien.Pose(q=[0.7071068, 0, 0.7071068, 0])  # SAPIEN cylinders lie along x: stand them up
+RECEPTACLES: dict[str, Receptacle] = {
+    "towel": Receptacle(
+        (
+            ("box", TOWEL_HALF, [0.45, 0.55, 0.75, 1], sapien.Pose(p=[0, 0, TOWEL_HALF[2]])),
+            *(
+                ("box", [0.006, TOWEL_HALF[1], 0.0005], [0.8, 0.25, 0.2, 1], sapien.Pose(p=[x, 0, 2 * TOWEL_HALF[2]]))
+                for x in (-0.05, 0.05)
+            ),
+        ),
+        2 * TOWEL_HALF[2],
+        TOWEL_HALF[0] - 0.005,
+        float(np.hypot(*TOWEL_HALF[:2])),
+    ),
+    "plate": Receptacle(
+        (
+            ("disc", [PLATE_RADIUS, PLATE_HALF_HEIGHT], [0.93, 0.93, 0.9, 1], sapien.Pose(p=[0, 0, PLATE_HALF_HEIGHT])),
+            ("disc", [PLATE_RADIUS * 0.7, 0.0005], [0.8, 0.8, 0.78, 1], sapien.Pose(p=[0, 0, 2 * PLATE_HALF_HEIGHT])),
+        ),
+        2 * PLATE_HALF_HEIGHT,
+        (PLATE_RADIUS - 0.01) / np.sqrt(2),
+        PLATE_RADIUS,
+    ),
+    # never in SFT data: a wooden cutting board with dark grain lines, and a dark-grey tray with a red rim
+    "board": Receptacle(
+        (
+            ("box", BOARD_HALF, [0.62, 0.42, 0.22, 1], sapien.Pose(p=[0, 0, BOARD_HALF[2]])),
+            *(
+                ("box", [BOARD_HALF[0] - 0.01, 0.002, 0.0005], [0.4, 0.25, 0.12, 1], sapien.Pose(p=[0, y, 2 * BOARD_HALF[2]]))
+                for y in (-0.03, 0.0, 0.03)
+            ),
+        ),
+        2 * BOARD_HALF[2],
+        BOARD_HALF[1] - 0.005,
+        float(np.hypot(*BOARD_HALF[:2])),
+    ),
+    "tray": Receptacle(
+        (
+            ("box", TRAY_HALF, [0.25, 0.25, 0.28, 1], sapien.Pose(p=[0, 0, TRAY_HALF[2]])),
+            *(  # the rim is visual only: it never catches the gripper or the object
+                ("box", size, [0.75, 0.15, 0.1, 1], sapien.Pose(p=[x, y, 2 * TRAY_HALF[2] + 0.006]))
+                for size, x, y in (
+                    ([0.004, TRAY_HALF[1], 0.006], -TRAY_HALF[0], 0),
+                    ([0.004, TRAY_HALF[1], 0.006], TRAY_HALF[0], 0),
+                    ([TRAY_HALF[0], 0.004, 0.006], 0, -TRAY_HALF[1]),
+                    ([TRAY_HALF[0], 0.004, 0.006], 0, TRAY_HALF[1]),
+                )
+            ),
+        ),
+        2 * TRAY_HALF[2],
+        TRAY_HALF[0] - 0.015,
+        float(np.hypot(*TRAY_HALF[:2])),
+    ),
+}
 # Object-centre regions (x_lo, x_hi, y_lo, y_hi) on the table (m; the robot base is at x = -0.615).
 RECEPTACLE_REGION = (-0.22, 0.08, -0.22, 0.22)
+EXTRA_RECEPTACLE_REGION = (-0.25, 0.1, -0.26, 0.26)  # a third receptacle needs room beside train's two
 CUBE_REGION = (-0.18, 0.05, -0.14, 0.14)
 UNSEEN_CUBE_REGION = (-0.18, 0.05, 0.19, 0.26)  # mirrored to y < 0 half the time: never seen in train
 # Facing the robot across the table, high enough that the arm's start pose hides little of the workspace.
 CAMERA_POSE = sapien_utils.look_at(eye=[0.5, 0.0, 0.5], target=[-0.1, 0.0, 0.05])
-FOOTPRINTS = {
-    "towel": float(np.hypot(*TOWEL_HALF[:2])),
-    "plate": PLATE_RADIUS,
-    "cube": 0.03,
-    "distractor": 0.03,
-    "cube_moved": 0.03,
-}  # radii (m) of the discs that must not overlap
 GRASP_HOLD_STEPS = 5  # RL4VLA's "sustained grasp" milestone
 
 
@@ -117,8 +232,9 @@ GRASP_HOLD_STEPS = 5  # RL4VLA's "sustained grasp" milestone
 # ----------------------------------------------------------------------------------------------------
 @register_env(TABLETOP_ENV_ID)  # no max_episode_steps: no TimeLimit, the vector env counts steps
 class OpenVLATabletopEnv(BaseEnv):
-    """Put a coloured cube on a towel or a plate (see the module docstring). Every kwarg below is
-    one knob a variant may turn; the defaults are `train`."""
+    """Put an object (a coloured cube in `train`) on one of the receptacles (see the module docstring).
+    Every kwarg below is one knob a variant may turn; the defaults are `train`. `self.cube` is the
+    instructed object whatever its shape."""
 
     SUPPORTED_ROBOTS = ["panda"]
     SUPPORTED_REWARD_MODES = ["dense", "none"]  # dense = RL4VLA's shaped reward; sparse is the VecEnv's
@@ -127,25 +243,41 @@ class OpenVLATabletopEnv(BaseEnv):
         self,
         *args: Any,
         cube_color: str = "green",
-        target: Literal["towel", "plate"] = "towel",
+        shape: str = "cube",
+        receptacles: Sequence[str] = ("towel", "plate"),
+        target: str = "towel",
         instruction: str | None = None,
         table_color: Sequence[float] | None = None,
         distractor_color: str | None = None,
+        distractor_shape: str = "cube",
         light: Sequence[float] = (1.0, 1.0, 1.0),
         light_direction: Sequence[float] = (1.0, 1.0, -1.0),
         ambient: Sequence[float] = (0.3, 0.3, 0.3),
+        texture_mix: float = 0.0,
+        noise_mix: float = 0.0,
         unseen_cube_region: bool = False,
         init_qpos_offset: Sequence[float] | None = None,
         cube_move_step: int | None = None,
         robot_uids: str = "panda",
         **kwargs: Any,
     ):
+        """`receptacles`: the kinds laid out (the first two in train's receptacle region, before the object,
+        so train's layouts stay; a third one after all train's objects); `target`: the instructed one, which
+        must appear once. `texture_mix`: weight of a random texture, drawn per episode, blended over the
+        objects' and receptacles' pixels; `noise_mix`: weight of uniform noise, drawn anew every step,
+        blended over the whole image. Both only touch the camera image, never the simulation."""
         if cube_color not in COLORS or (distractor_color is not None and distractor_color not in COLORS):
             raise ValueError(f"colours must be among {sorted(COLORS)}")
-        self.cube_color, self.target, self.table_color = cube_color, target, table_color
-        self.instruction = instruction or f"put the {cube_color} cube on the {target}"
-        self.distractor_color = distractor_color
+        if shape not in SHAPES or distractor_shape not in SHAPES or not set(receptacles) <= set(RECEPTACLES):
+            raise ValueError(f"shapes must be among {sorted(SHAPES)}, receptacles among {sorted(RECEPTACLES)}")
+        if list(receptacles).count(target) != 1 or not 2 <= len(receptacles) <= 3:
+            raise ValueError(f"need 2 or 3 receptacles with the target {target!r} once, got {receptacles}")
+        self.cube_color, self.shape, self.table_color = cube_color, SHAPES[shape], table_color
+        self.receptacle_kinds, self.target = tuple(receptacles), target
+        self.instruction = instruction or f"put the {cube_color} {self.shape.noun} on the {target}"
+        self.distractor_color, self.distractor_shape = distractor_color, SHAPES[distractor_shape]
         self.light, self.light_direction, self.ambient = light, light_direction, ambient
+        self.texture_mix, self.noise_mix = texture_mix, noise_mix
         self.unseen_cube_region = unseen_cube_region
         self.init_qpos_offset = init_qpos_offset
         self.cube_move_step = cube_move_step
@@ -173,13 +305,8 @@ class OpenVLATabletopEnv(BaseEnv):
         )
         self.scene.add_directional_light([0, 0, -1], list(self.light))
 
-    def _build(
-        self,
-        name: str,
-        parts: list[tuple[str, Sequence[float], Sequence[float], sapien.Pose]],
-        kinematic: bool,
-    ) -> Any:
-        """One actor from (shape, size, rgba, local pose) parts; only the first part collides."""
+    def _build(self, name: str, parts: Sequence[Part], kinematic: bool) -> Any:
+        """One actor from parts; only the first part collides."""
         builder = self.scene.create_actor_builder()
         for i, (shape, size, rgba, pose) in enumerate(parts):
             material = sapien.render.RenderMaterial(base_color=list(rgba), roughness=0.8)
@@ -187,13 +314,18 @@ class OpenVLATabletopEnv(BaseEnv):
                 builder.add_box_visual(pose=pose, half_size=size, material=material)
                 if i == 0:
                     builder.add_box_collision(pose=pose, half_size=size)
-            else:  # a disc: SAPIEN cylinders lie along x, so stand them up
-                pose = pose * sapien.Pose(q=[0.7071068, 0, 0.7071068, 0])
+            else:
+                pose = pose * _UPRIGHT
                 builder.add_cylinder_visual(pose=pose, radius=size[0], half_length=size[1], material=material)
                 if i == 0:
                     builder.add_cylinder_collision(pose=pose, radius=size[0], half_length=size[1])
         builder.initial_pose = sapien.Pose(p=[0, 0, 1 + len(self.scene.actors)])
         return builder.build_kinematic(name) if kinematic else builder.build(name)
+
+    def _build_object(self, name: str, shape: Shape, color: str) -> Any:
+        """A dynamic object with its origin at its centre."""
+        size = shape.half if shape.kind == "box" else shape.half[1:]
+        return self._build(name, [("box" if shape.kind == "box" else "disc", size, COLORS[color], sapien.Pose())], False)
 
     def _load_scene(self, options: dict) -> None:
         self.table_scene = TableSceneBuilder(self, robot_init_qpos_noise=0.02)
@@ -207,36 +339,13 @@ class OpenVLATabletopEnv(BaseEnv):
             )
             builder.initial_pose = sapien.Pose()
             builder.build_kinematic("table_cloth")
-        cube = ("box", [CUBE_HALF] * 3, COLORS[self.cube_color], sapien.Pose())
-        self.cube = self._build("cube", [cube], kinematic=False)
-        tx, ty, tz = TOWEL_HALF
-        stripes = [
-            ("box", [0.006, ty, 0.0005], [0.8, 0.25, 0.2, 1], sapien.Pose(p=[x, 0, 2 * tz]))
-            for x in (-0.05, 0.05)
+        self.cube = self._build_object("cube", self.shape, self.cube_color)
+        self.receptacles = [
+            self._build(f"{kind}_{i}", RECEPTACLES[kind].parts, kinematic=True)
+            for i, kind in enumerate(self.receptacle_kinds)
         ]
-        self.towel = self._build(
-            "towel",
-            [("box", TOWEL_HALF, [0.45, 0.55, 0.75, 1], sapien.Pose(p=[0, 0, tz])), *stripes],
-            kinematic=True,
-        )
-        self.plate = self._build(
-            "plate",
-            [
-                (
-                    "disc",
-                    [PLATE_RADIUS, PLATE_HALF_HEIGHT],
-                    [0.93, 0.93, 0.9, 1],
-                    sapien.Pose(p=[0, 0, PLATE_HALF_HEIGHT]),
-                ),
-                (
-                    "disc",
-                    [PLATE_RADIUS * 0.7, 0.0005],
-                    [0.8, 0.8, 0.78, 1],
-                    sapien.Pose(p=[0, 0, 2 * PLATE_HALF_HEIGHT]),
-                ),
-            ],
-            kinematic=True,
-        )
+        self.target_receptacle = RECEPTACLES[self.target]
+        self.target_actor = self.receptacles[self.receptacle_kinds.index(self.target)]
         # per-env episode state, (re)set for the envs being reset in _initialize_episode
         n = self.num_envs
         self._moved_pos = torch.zeros(n, 3, device=self.device)
@@ -244,27 +353,30 @@ class OpenVLATabletopEnv(BaseEnv):
         self._milestones = torch.zeros(n, 2, dtype=torch.bool, device=self.device)
         self._potential = torch.zeros(n, device=self.device)
         self._expert_rngs = [np.random.default_rng(0)] * n
+        self._episode_seeds = [0] * n  # the image perturbations' seeds (the expert's, a different stream)
+        self._textures = torch.zeros(n if self.texture_mix > 0 else 0, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
         self.distractor = None
         if self.distractor_color is not None:
-            self.distractor = self._build(
-                "distractor",
-                [("box", [CUBE_HALF] * 3, COLORS[self.distractor_color], sapien.Pose())],
-                kinematic=False,
-            )
+            self.distractor = self._build_object("distractor", self.distractor_shape, self.distractor_color)
 
     # Layout: per-env rejection sampling from the episode RNG, so a seed fixes a layout on either
-    # back-end. Train's objects come first, so the distractor and moved-cube variants keep train's layout.
+    # back-end. Train's objects come first, so the variants that add objects keep train's layout.
     def _sample_layout(self, rng: np.random.RandomState) -> dict[str, np.ndarray]:
+        footprints = {f"receptacle_{i}": RECEPTACLES[k].footprint for i, k in enumerate(self.receptacle_kinds)}
+        footprints |= {"cube": self.shape.footprint, "cube_moved": self.shape.footprint}
+        footprints |= {"distractor": self.distractor_shape.footprint}
         cube_region = UNSEEN_CUBE_REGION if self.unseen_cube_region else CUBE_REGION
         layout = _place(
             rng,
-            {"towel": RECEPTACLE_REGION, "plate": RECEPTACLE_REGION, "cube": cube_region},
+            {"receptacle_0": RECEPTACLE_REGION, "receptacle_1": RECEPTACLE_REGION, "cube": cube_region},
             {},
+            footprints,
             mirror_cube=self.unseen_cube_region,
         )
         extras = {"distractor": CUBE_REGION} if self.distractor is not None else {}
         extras |= {"cube_moved": CUBE_REGION} if self.cube_move_step is not None else {}
-        return _place(rng, extras, layout)
+        extras |= {"receptacle_2": EXTRA_RECEPTACLE_REGION} if len(self.receptacles) == 3 else {}
+        return _place(rng, extras, layout, footprints)
 
     def _initialize_episode(self, env_idx: torch.Tensor, options: dict) -> None:
         with torch.device(self.device):  # new tensors land where the simulation is (GPU sim: cuda)
@@ -278,13 +390,16 @@ class OpenVLATabletopEnv(BaseEnv):
             self.agent.reset(qpos)
         b, rngs = len(env_idx), self._batched_episode_rng[env_idx]
         yaw = torch.tensor(rngs.uniform(-np.pi / 4, np.pi / 4), dtype=torch.float32)  # all yaws, by symmetry
+        yaw = yaw * self.shape.yaw_scale
         layouts = [self._sample_layout(rng) for rng in rngs.rngs]
-        z = {"cube": CUBE_HALF, "towel": 0.0, "plate": 0.0, "distractor": CUBE_HALF, "cube_moved": CUBE_HALF}
-        pos = {k: torch.tensor([[*lay[k], z[k]] for lay in layouts], dtype=torch.float32) for k in layouts[0]}
+        z = {"cube": self.shape.half[2], "cube_moved": self.shape.half[2], "distractor": self.distractor_shape.half[2]}
+        pos = {
+            k: torch.tensor([[*lay[k], z.get(k, 0.0)] for lay in layouts], dtype=torch.float32) for k in layouts[0]
+        }
         cube_q = torch.stack([torch.cos(yaw / 2), torch.zeros(b), torch.zeros(b), torch.sin(yaw / 2)], 1)
         self.cube.set_pose(Pose.create_from_pq(pos["cube"], cube_q))
-        self.towel.set_pose(Pose.create_from_pq(pos["towel"]))
-        self.plate.set_pose(Pose.create_from_pq(pos["plate"]))
+        for i, receptacle in enumerate(self.receptacles):
+            receptacle.set_pose(Pose.create_from_pq(pos[f"receptacle_{i}"]))
         if self.distractor is not None:
             self.distractor.set_pose(Pose.create_from_pq(pos["distractor"]))
         if self.cube_move_step is not None:
@@ -294,6 +409,9 @@ class OpenVLATabletopEnv(BaseEnv):
         self._potential[env_idx] = 0
         for i, seed in zip(env_idx.tolist(), rngs.randint(2**31), strict=True):
             self._expert_rngs[i] = np.random.default_rng(seed)  # the expert's noise replays with the seed
+            self._episode_seeds[i] = int(seed)
+            if self.texture_mix > 0:
+                self._textures[i] = _random_texture(np.random.default_rng([seed, 0]))
 
     def get_language_instruction(self) -> list[str]:
         """Same name and shape as the SimplerEnv Bridge tasks' method."""
@@ -309,21 +427,45 @@ class OpenVLATabletopEnv(BaseEnv):
                 self.cube.set_angular_velocity(torch.zeros_like(p))
         return super().step(action)
 
+    # ------------------------------------------------------------------------------------------------
+    # Image perturbations (RL4VLA's dynamic texture / dynamic noise): on the rendered image only, from
+    # per-env generators seeded by the episode seed, so a seed replays the same images on either back-end
+    # ------------------------------------------------------------------------------------------------
+    def _get_obs_sensor_data(self, apply_texture_transforms: bool = True) -> dict:
+        data = super()._get_obs_sensor_data(apply_texture_transforms)
+        if "rgb" not in data.get("third_view", {}) or not (self.texture_mix or self.noise_mix):
+            return data
+        rgb = data["third_view"]["rgb"].float()  # (N, H, W, 3)
+        if self.texture_mix > 0:
+            seg = self.scene.sensors["third_view"].get_obs(
+                rgb=False, depth=False, position=False, segmentation=True
+            )["segmentation"][..., 0]  # (N, H, W) per-scene actor ids
+            actors = [self.cube, *self.receptacles] + ([self.distractor] if self.distractor is not None else [])
+            ids = torch.stack([a.per_scene_id for a in actors], 1).to(seg.device)  # (N, actors)
+            mask = (seg[..., None] == ids[:, None, None, :]).any(-1, keepdim=True)  # (N, H, W, 1)
+            textured = (1 - self.texture_mix) * rgb + self.texture_mix * self._textures.to(rgb.device)
+            rgb = torch.where(mask.to(rgb.device), textured, rgb)
+        if self.noise_mix > 0:
+            noise = torch.stack(
+                [
+                    torch.from_numpy(np.random.default_rng([seed, 1, int(t)]).integers(0, 256, rgb.shape[1:]))
+                    for seed, t in zip(self._episode_seeds, self.elapsed_steps.tolist(), strict=True)
+                ]
+            ).to(rgb.device)
+            rgb = (1 - self.noise_mix) * rgb + self.noise_mix * noise
+        data["third_view"]["rgb"] = rgb.round().to(torch.uint8)
+        return data
+
     def _target_top(self) -> tuple[torch.Tensor, float]:
-        """Centre of the instructed receptacle's top surface (N, 3) and its footprint half-size."""
-        actor, top, half = (
-            (self.towel, 2 * TOWEL_HALF[2], TOWEL_HALF[0] - 0.005)
-            if self.target == "towel"
-            else (self.plate, 2 * PLATE_HALF_HEIGHT, (PLATE_RADIUS - 0.01) / np.sqrt(2))
-        )
-        p = actor.pose.p.clone()
-        p[:, 2] += top
-        return p, half
+        """Centre of the instructed receptacle's top surface (N, 3) and the half side of its success square."""
+        p = self.target_actor.pose.p.clone()
+        p[:, 2] += self.target_receptacle.top
+        return p, self.target_receptacle.half
 
     def evaluate(self) -> dict[str, torch.Tensor]:
         top, half = self._target_top()
         d = self.cube.pose.p - top
-        on_target = (d[:, :2].abs() <= half).all(1) & ((d[:, 2] - CUBE_HALF).abs() < 0.01)
+        on_target = (d[:, :2].abs() <= half).all(1) & ((d[:, 2] - self.shape.half[2]).abs() < 0.01)
         is_grasped = self.agent.is_grasping(self.cube)
         still = torch.linalg.norm(self.cube.linear_velocity, dim=1) < 0.05
         return {"success": on_target & ~is_grasped & still, "on_target": on_target, "is_grasped": is_grasped}
@@ -338,7 +480,8 @@ class OpenVLATabletopEnv(BaseEnv):
 
     # ------------------------------------------------------------------------------------------------
     # Scripted expert: a reactive pick-move-place state machine on privileged state. It reads only the
-    # current state, so it recovers from slips and from the cube being moved. It grasps straight down
+    # current state, so it recovers from slips and from the cube being moved. It always goes for the
+    # instructed object and receptacle (multi-object / multi-receptacle variants). It grasps straight down
     # without turning to the cube's faces: the Panda's 8 cm fingers square a 4 cm cube up as they close,
     # at any yaw (100 / 100 seeds on `train` with and without turning first). An expert that turned to
     # within 3 degrees before descending made the cube's yaw, which small policies trained from scratch
@@ -351,6 +494,7 @@ class OpenVLATabletopEnv(BaseEnv):
         tcp, cube = self.agent.tcp_pose, self.cube.pose
         top, _ = self._target_top()
         grasped = self.agent.is_grasping(self.cube)
+        half_height = self.shape.half[2]
         on_target = self.evaluate()["on_target"]
         fingers_open = self.agent.robot.get_qpos()[:, -2:].sum(1) > 0.07
         xy_to_cube = torch.linalg.norm(cube.p[:, :2] - tcp.p[:, :2], dim=1)
@@ -368,10 +512,10 @@ class OpenVLATabletopEnv(BaseEnv):
         close = approach & ~far & ((tcp.p[:, 2] - cube.p[:, 2]).abs() < 0.008)
         gripper = torch.where(close | (grasped & ~on_target), -1.0, gripper)
         # 2. Holding it: lift, carry above the target, lower, release once it sits on the target.
-        carry_z = top[:, 2] + CUBE_HALF + 0.06
+        carry_z = top[:, 2] + half_height + 0.06
         lift = grasped & (xy_to_top > 0.015) & (cube.p[:, 2] < carry_z - 0.03)
         carry = torch.cat([top[:, :2], carry_z[:, None]], 1)
-        lower = torch.cat([top[:, :2], (top[:, 2] + CUBE_HALF + 0.002)[:, None]], 1)
+        lower = torch.cat([top[:, :2], (top[:, 2] + half_height + 0.002)[:, None]], 1)
         cube_goal = torch.where((xy_to_top > 0.015)[:, None], carry, lower)
         cube_goal = torch.where(lift[:, None], torch.cat([cube.p[:, :2], carry_z[:, None]], 1), cube_goal)
         goal = torch.where(grasped[:, None], tcp.p + cube_goal - cube.p, goal)
@@ -400,11 +544,12 @@ def _place(
     rng: np.random.RandomState,
     regions: dict[str, tuple[float, float, float, float]],
     fixed: dict[str, np.ndarray],
+    footprints: dict[str, float],
     mirror_cube: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Add objects (name -> region) to the `fixed` ones by rejection sampling: footprints keep 2 cm
-    apart, and a moved cube lands at least 10 cm from where it was. `mirror_cube` flips the cube's
-    y half the time (the unseen region lies on both sides)."""
+    """Add objects (name -> region) to the `fixed` ones by rejection sampling: footprints (name -> radius)
+    keep 2 cm apart, and a moved cube lands at least 10 cm from where it was. `mirror_cube` flips the
+    cube's y half the time (the unseen region lies on both sides)."""
     for _ in range(1000):
         placed = dict(fixed)
         for name, (x0, x1, y0, y1) in regions.items():
@@ -412,7 +557,7 @@ def _place(
             if mirror_cube and name == "cube" and rng.rand() < 0.5:
                 xy[1] = -xy[1]
             gaps = {
-                o: 0.10 if {name, o} == {"cube", "cube_moved"} else FOOTPRINTS[name] + FOOTPRINTS[o] + 0.02
+                o: 0.10 if {name, o} == {"cube", "cube_moved"} else footprints[name] + footprints[o] + 0.02
                 for o in placed
             }
             if any(np.linalg.norm(xy - p) < gaps[o] for o, p in placed.items()):
@@ -423,17 +568,34 @@ def _place(
     raise RuntimeError("could not sample a non-overlapping layout")
 
 
+def _random_texture(rng: np.random.Generator) -> torch.Tensor:
+    """(IMAGE_SIZE, IMAGE_SIZE, 3) uint8: a mosaic of random colours, 12 to 32 tiles a side (so an object
+    shows several), tilted by a random angle: no two episodes' textures look alike."""
+    tiles = int(rng.integers(12, 33))
+    colors = rng.integers(0, 256, (tiles, tiles, 3), dtype=np.uint8)
+    angle = rng.uniform(0, np.pi)
+    v, u = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / IMAGE_SIZE - 0.5
+    rows = ((np.cos(angle) * v - np.sin(angle) * u + 0.75) / 1.5 * tiles).astype(int).clip(0, tiles - 1)
+    cols = ((np.sin(angle) * v + np.cos(angle) * u + 0.75) / 1.5 * tiles).astype(int).clip(0, tiles - 1)
+    return torch.from_numpy(colors[rows, cols])
+
+
 # ----------------------------------------------------------------------------------------------------
 # Variants: what eval and the scripts share. Each OOD variant changes one thing from `train`.
 # ----------------------------------------------------------------------------------------------------
+Category = Literal["train", "vision", "semantic", "execution"]  # RL4VLA's three, plus the training task
+
+
 @dataclass(frozen=True)
 class Variant:
-    """A named task configuration: `env_kwargs` go to `OpenVLATabletopEnv`."""
+    """A named task configuration: `env_kwargs` go to `OpenVLATabletopEnv`. `rl4vla`: the RL4VLA task it
+    stands in for, as `<RL4VLA env id>@<obj_set>` (their tasks run with an object split)."""
 
     name: str
-    category: Literal["train", "language", "vision", "execution"]
+    category: Category
     description: str
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    rl4vla: str | None = None
 
 
 VARIANTS: dict[str, Variant] = {
@@ -443,18 +605,20 @@ VARIANTS: dict[str, Variant] = {
             "train",
             "train",
             "green cube -> towel, a plate beside it; layouts random within the train regions",
+            rl4vla="PutOnPlateInScene25Main-v3@train",
         ),
         Variant(
             "unseen_target",
-            "language",
+            "semantic",
             "instruction names the plate: 'put the green cube on the plate'",
             dict(target="plate"),
         ),
         Variant(
             "unseen_phrasing",
-            "language",
+            "semantic",
             "same goal, new words: 'place the green block onto the cloth'",
             dict(instruction="place the green block onto the cloth"),
+            rl4vla="PutOnPlateInScene25Instruct-v1@test",
         ),
         Variant("red_cube", "vision", "the cube is red (instruction says red)", dict(cube_color="red")),
         Variant(
@@ -462,6 +626,7 @@ VARIANTS: dict[str, Variant] = {
             "vision",
             "the table top is a dark blue-grey instead of wood",
             dict(table_color=(0.22, 0.27, 0.38, 1.0)),
+            rl4vla="PutOnPlateInScene25VisionImage-v1@test",
         ),
         Variant(
             "distractor_cube",
@@ -480,20 +645,144 @@ VARIANTS: dict[str, Variant] = {
             "execution",
             "the cube starts at |y| in [0.19, 0.26] m, outside train's |y| <= 0.14",
             dict(unseen_cube_region=True),
+            rl4vla="PutOnPlateInScene25Position-v1@test",
         ),
         Variant(
             "unseen_ee_pose",
             "execution",
             "the arm starts turned and raised (joint offsets), so the gripper starts elsewhere",
             dict(init_qpos_offset=(0.45, -0.25, 0.0, 0.3, 0.0, -0.1, 0.0)),
+            rl4vla="PutOnPlateInScene25EEPose-v1@test",
         ),
         Variant(
             "cube_moved",
             "execution",
             "at step 10, if not grasped, the cube jumps >= 10 cm to a new free spot",
             dict(cube_move_step=10),
+            rl4vla="PutOnPlateInScene25PositionChangeTo-v1@test",
+        ),
+        # RL4VLA's test variants that the ten above do not cover, in RL4VLA's order
+        *(
+            Variant(
+                f"dynamic_texture_{level}",
+                "vision",
+                f"a random colour mosaic, new each episode, blended at weight {mix} over the objects' and "
+                "receptacles' pixels",
+                dict(texture_mix=mix),
+                rl4vla=f"PutOnPlateInScene25VisionTexture0{int(mix * 10)}-v1@test",
+            )
+            for level, mix in (("weak", 0.3), ("strong", 0.5))
+        ),
+        *(
+            Variant(
+                f"dynamic_noise_{level}",
+                "vision",
+                f"uniform pixel noise, new every step, blended at weight {mix} over the whole image",
+                dict(noise_mix=mix),
+                rl4vla=f"PutOnPlateInScene25VisionWhole0{int(mix * 10)}-v1@test",
+            )
+            for level, mix in (("weak", 0.3), ("strong", 0.5))
+        ),
+        Variant(
+            "similar_to_training",
+            "semantic",
+            "a similar cube: 4.6 cm instead of 4 cm, a yellower green; same instruction",
+            dict(shape="large_cube", cube_color="lime", instruction="put the green cube on the towel"),
+            rl4vla="PutOnPlateInScene25Carrot-v1@train",
+        ),
+        Variant(
+            "unseen_objects",
+            "semantic",
+            "the object is a green cylinder (4 cm wide, 5 cm tall): 'put the green cylinder on the towel'",
+            dict(shape="cylinder"),
+            rl4vla="PutOnPlateInScene25Carrot-v1@test",
+        ),
+        Variant(
+            "unseen_receptacles",
+            "semantic",
+            "a wooden board takes the towel's place: 'put the green cube on the board'",
+            dict(receptacles=("board", "plate"), target="board"),
+            rl4vla="PutOnPlateInScene25Plate-v1@test",
+        ),
+        Variant(
+            "multi_object_seen",
+            "semantic",
+            "a red and a green cube (both in SFT data); the instruction names the red one",
+            dict(cube_color="red", distractor_color="green"),
+            rl4vla="PutOnPlateInScene25MultiCarrot-v1@train",
+        ),
+        Variant(
+            "multi_object_unseen",
+            "semantic",
+            "a yellow bar and a blue cylinder (neither in SFT data): 'put the yellow bar on the towel'",
+            dict(shape="bar", cube_color="yellow", distractor_color="blue", distractor_shape="cylinder"),
+            rl4vla="PutOnPlateInScene25MultiCarrot-v1@test",
+        ),
+        Variant(
+            "distractive_receptacle",
+            "semantic",
+            "a second plate lies on the table (three receptacles); the target is still the towel",
+            dict(receptacles=("towel", "plate", "plate")),
+            rl4vla="PutOnPlateInScene25MultiPlate-v1@train",
+        ),
+        Variant(
+            "multi_receptacle_unseen",
+            "semantic",
+            "a tray and a board instead of towel and plate: 'put the green cube on the tray'",
+            dict(receptacles=("tray", "board"), target="tray"),
+            rl4vla="PutOnPlateInScene25MultiPlate-v1@test",
         ),
     )
+}
+# RL4VLA's names for the variants that already existed under other names
+ALIASES: dict[str, str] = {
+    "unseen_table": "table_color",
+    "unseen_instructions": "unseen_phrasing",
+    "unseen_position": "unseen_positions",
+    "unseen_robot_init_pose": "unseen_ee_pose",
+    "object_reposition": "cube_moved",
+}
+_RL4VLA_ORDER = (  # RL4VLA's table: vision, semantic, execution
+    "unseen_table",
+    "dynamic_texture_weak",
+    "dynamic_texture_strong",
+    "dynamic_noise_weak",
+    "dynamic_noise_strong",
+    "similar_to_training",
+    "unseen_objects",
+    "unseen_receptacles",
+    "unseen_instructions",
+    "multi_object_seen",
+    "multi_object_unseen",
+    "distractive_receptacle",
+    "multi_receptacle_unseen",
+    "unseen_position",
+    "unseen_robot_init_pose",
+    "object_reposition",
+)
+
+
+def variant(name: str) -> Variant:
+    """A variant by its name or its RL4VLA alias (KeyError if neither)."""
+    return VARIANTS[ALIASES.get(name, name)]
+
+
+def category(name: str) -> str:
+    """The category of a variant, an alias, or an RL4VLA task (`<id>@<obj_set>`: that of its counterpart,
+    else `rl4vla`); `simpler` for the Bridge tasks."""
+    if ALIASES.get(name, name) in VARIANTS:
+        return variant(name).category
+    mirrored = [v.category for v in VARIANTS.values() if v.rl4vla == name]
+    if mirrored:
+        return mirrored[0]
+    return "rl4vla" if name.partition("@")[0] in RL4VLA_ENV_IDS else "simpler"
+
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "builtin": tuple(VARIANTS)[:10],  # the first ten, as before the RL4VLA suite existed
+    "rl4vla": ("train", *_RL4VLA_ORDER),
+    "rl4vla_assets": tuple(variant(n).rl4vla for n in ("train", *_RL4VLA_ORDER)),
+    "simpler": BRIDGE_ENV_IDS,
 }
 
 
@@ -550,7 +839,8 @@ def openvla_to_controller(actions: np.ndarray | torch.Tensor, robot: Robot) -> n
 # Resolving names, assets and the back-end
 # ----------------------------------------------------------------------------------------------------
 class MissingAssetsError(RuntimeError):
-    """A SimplerEnv task whose assets are not on disk; the message names the download command."""
+    """A SimplerEnv or RL4VLA task whose assets (or, for RL4VLA, whose ManiSkill fork) are not installed;
+    the message says where they come from."""
 
 
 def check_assets(env_id: str) -> None:
@@ -559,7 +849,8 @@ def check_assets(env_id: str) -> None:
     from mani_skill.utils.assets.data import DATA_SOURCES, is_data_source_downloaded
 
     ids = list(REGISTERED_ENVS[env_id].asset_download_ids)
-    ids += ["widowx250s"] if env_id in BRIDGE_ENV_IDS else []  # the robot is the agent's asset, not the env's
+    # the robot is the agent's asset, not the env's
+    ids += ["widowx250s"] if env_id in BRIDGE_ENV_IDS + RL4VLA_ENV_IDS else []
     missing = [i for i in ids if i in DATA_SOURCES and not is_data_source_downloaded(i)]
     if missing:
         cmd = " && ".join(f"python -m mani_skill.utils.download_asset {i} -y" for i in missing)
@@ -570,17 +861,31 @@ def check_assets(env_id: str) -> None:
 
 
 def resolve(env_id_or_variant: str) -> tuple[str, dict[str, Any], Robot]:
-    """A variant name, the built-in env id or a SimplerEnv Bridge id -> (env id, env kwargs, robot)."""
-    if env_id_or_variant in VARIANTS:
-        return TABLETOP_ENV_ID, dict(VARIANTS[env_id_or_variant].env_kwargs), "panda"
-    if env_id_or_variant == TABLETOP_ENV_ID:
+    """A variant name (or its RL4VLA alias), the built-in env id, a SimplerEnv Bridge id, or an RL4VLA task
+    `<id>[@train|@test]` (the object split, train if omitted, as in RL4VLA) -> (env id, env kwargs, robot).
+    An RL4VLA task's kwargs hold `reset_options` ({"obj_set": ...}), which `make_envs` passes to every reset
+    rather than to the env. Raises MissingAssetsError for a Bridge or RL4VLA task that is not installed."""
+    name = ALIASES.get(env_id_or_variant, env_id_or_variant)
+    if name in VARIANTS:
+        return TABLETOP_ENV_ID, dict(VARIANTS[name].env_kwargs), "panda"
+    if name == TABLETOP_ENV_ID:
         return TABLETOP_ENV_ID, {}, "panda"
-    if env_id_or_variant in BRIDGE_ENV_IDS:
-        check_assets(env_id_or_variant)
-        return env_id_or_variant, {}, "widowx"
+    if name in BRIDGE_ENV_IDS:
+        check_assets(name)
+        return name, {}, "widowx"
+    env_id, _, obj_set = name.partition("@")
+    if env_id in RL4VLA_ENV_IDS and obj_set in ("", "train", "test"):
+        if env_id not in REGISTERED_ENVS:
+            raise MissingAssetsError(
+                f"{env_id} is one of RL4VLA's tasks, which this ManiSkill install does not register; "
+                f"they come from {RL4VLA_SOURCE}"
+            )
+        check_assets(env_id)
+        return env_id, {"reset_options": {"obj_set": obj_set or "train"}}, "widowx"
     raise ValueError(
         f"unknown env or variant {env_id_or_variant!r}; valid: "
-        f"{', '.join([*VARIANTS, TABLETOP_ENV_ID, *BRIDGE_ENV_IDS])}"
+        f"{', '.join([*VARIANTS, *ALIASES, TABLETOP_ENV_ID, *BRIDGE_ENV_IDS])}, or an RL4VLA task "
+        f"<id>[@train|@test] with <id> among {', '.join(RL4VLA_ENV_IDS)}"
     )
 
 
@@ -630,7 +935,8 @@ def _make_worker_env(env_id: str, env_kwargs: dict[str, Any], camera: str) -> gy
 class VecEnv:
     """`num_envs` envs stepped together for fixed-length episodes; build it with `make_envs`.
 
-    `reset(seeds)` -> (images (N, H, W, 3) uint8, instructions); `step(actions)` -> (images,
+    `reset(seeds)` -> (images (N, H, W, 3) uint8, instructions, read anew each reset since RL4VLA's tasks
+    change them per episode); `step(actions)` -> (images,
     rewards (N,) float32, dones (N,) bool, infos), all torch on `device`. `dones` is True on the
     episode's last step, where `infos` adds `success_once`, `success_at_end` and `episodic_return`;
     stepping further raises until the next `reset`. `infos["success"]` is there every step.
@@ -647,8 +953,10 @@ class VecEnv:
         max_episode_steps: int,
         shaped: bool,
         start_method: str,
+        reset_options: dict[str, Any] | None = None,
     ):
         self.num_envs, self.robot, self.backend = num_envs, robot, backend
+        self.reset_options = reset_options or {}  # passed to every env's reset (RL4VLA's object split)
         self.device, self.max_episode_steps, self.shaped = torch.device(device), max_episode_steps, shaped
         self.camera = "third_view" if robot == "panda" else "3rd_view_camera"
         if backend == "gpu":
@@ -666,7 +974,6 @@ class VecEnv:
             torch.cuda.set_device(current)
         else:
             self._envs = self._workers(env_id, dict(env_kwargs, render_backend="cpu"), num_envs, start_method)
-        self.instructions: list[str] = self._call("get_language_instruction")
         self._t = -1  # -1: needs a reset
 
     def _workers(self, env_id: str, env_kwargs: dict[str, Any], num_envs: int, start_method: str) -> Any:
@@ -689,7 +996,8 @@ class VecEnv:
         """Reset all envs; env i starts from the state `seeds[i]` fixes (same seed, same state)."""
         if len(seeds) != self.num_envs:
             raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
-        obs, _ = self._envs.reset(seed=[int(s) for s in seeds])
+        obs, _ = self._envs.reset(seed=[int(s) for s in seeds], options=dict(self.reset_options))
+        self.instructions: list[str] = self._call("get_language_instruction")
         self._t = 0
         self._return = torch.zeros(self.num_envs, device=self.device)
         self._success_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -744,10 +1052,10 @@ def make_envs(
     start_method: str = "spawn",
     **env_kwargs: Any,
 ) -> VecEnv:
-    """Build `num_envs` envs of a variant (see `VARIANTS`), of `OpenVLATabletop-v1`, or of a SimplerEnv
-    Bridge id. `backend="auto"` takes GPU simulation if `gpu_physx_available()`, else CPU workers.
+    """Build `num_envs` envs of a variant (see `VARIANTS`), of `OpenVLATabletop-v1`, of a SimplerEnv
+    Bridge id or of an RL4VLA task (see `resolve`). `backend="auto"` takes GPU simulation if `gpu_physx_available()`, else CPU workers.
     `env_kwargs` override the variant's task kwargs. Raises ValueError for unknown names and
-    `MissingAssetsError` for Bridge tasks without their assets."""
+    `MissingAssetsError` for Bridge or RL4VLA tasks that are not installed."""
     env_id, kwargs, robot = resolve(env_id_or_variant)
     if backend not in ("auto", "gpu", "cpu") or reward not in ("sparse", "shaped"):
         raise ValueError(
@@ -760,14 +1068,16 @@ def make_envs(
     elif backend == "gpu" and not gpu_physx_available():
         raise ValueError("backend='gpu' needs a CUDA GPU and SAPIEN's PhysX GPU library (~/.sapien/physx/); use 'cpu'")
     kwargs.update(env_kwargs)
+    reset_options = kwargs.pop("reset_options", None)
     if robot == "panda":
         kwargs.update(
             obs_mode="rgb",
             control_mode="pd_ee_delta_pose",
             reward_mode="dense" if reward == "shaped" else "none",
         )
-    else:  # the Bridge tasks support only this mode; their default controller is the one we convert for
+    else:  # the Bridge (and RL4VLA) tasks support only this mode; their default controller is the one we convert for
         kwargs.update(obs_mode="rgb+segmentation")
     return VecEnv(
-        env_id, kwargs, num_envs, robot, backend, device, max_episode_steps, reward == "shaped", start_method
+        env_id, kwargs, num_envs, robot, backend, device, max_episode_steps, reward == "shaped", start_method,
+        reset_options,
     )

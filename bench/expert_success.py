@@ -3,6 +3,7 @@
     python bench/expert_success.py --episodes 100 --num-envs 16
     python bench/expert_success.py --variants train red_cube --episodes 20 --noise 0.3 --pause-prob 0.2
     python bench/expert_success.py --no-render --episodes 100      # one env in-process, no camera: fast on a CPU
+    python bench/expert_success.py --no-render --variants unseen_objects multi_object_unseen   # names or RL4VLA aliases
 
 Prints a table (success_once, success_at_end per variant) and, with --json, one JSON line.
 """
@@ -77,7 +78,7 @@ if __name__ == "__main__":  # the CPU back-end spawns workers that re-import thi
         start = time.perf_counter()
         once, end = (in_process if args.no_render else vectorised)(name, args)  # (episodes,) bool each
         results[name] = {"success_once": once.float().mean().item(), "success_at_end": end.float().mean().item()}
-        print(f"{name:<18} {openvla_envs.VARIANTS[name].category:<10} {results[name]['success_once']:>12.2f} "
+        print(f"{name:<18} {openvla_envs.category(name):<10} {results[name]['success_once']:>12.2f} "
               f"{results[name]['success_at_end']:>14.2f} {time.perf_counter() - start:>7.0f}", flush=True)
     if args.json:
         print(

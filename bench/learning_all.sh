@@ -38,8 +38,8 @@ run=$(ls -d "$LEARN_DIR"/ppo/*/ | tail -1)
 last=$(ls -d "${run}checkpoints"/iter_* | grep -v tmp | tail -1)
 pack ppo_run "${run#"$LEARN_DIR"/}"
 log "ppo saved $last"
-EVAL_ENVS=32 evalv eval_key "${EP_KEY:-200}" train -- "$last" > "$OUT_DIR/eval_ppo.log" 2>&1
-EVAL_ENVS=32 evalv eval_sib "${EP_SIB:-200}" unseen_target red_cube -- "$last" >> "$OUT_DIR/eval_ppo.log" 2>&1
+evalv eval_key "${EP_KEY:-200}" train -- "$last" > "$OUT_DIR/eval_ppo.log" 2>&1
+evalv eval_sib "${EP_SIB:-200}" unseen_target red_cube -- "$last" >> "$OUT_DIR/eval_ppo.log" 2>&1
 log "ppo eval rc=$?"
 wait $evalpid
 for d in "eval_key ${EP_KEY:-200} train" "eval_sib ${EP_SIB:-200} unseen_target red_cube"; do  # every cell done: reports

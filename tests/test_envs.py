@@ -72,6 +72,44 @@ def test_unknown_names_raise_with_the_valid_list():
         oe.openvla_to_controller(np.zeros((1, 7)), "ur5")
 
 
+def test_suites_mirror_rl4vla_one_to_one():
+    assert oe.SUITES["builtin"] == (
+        "train", "unseen_target", "unseen_phrasing", "red_cube", "table_color", "distractor_cube", "lighting",
+        "unseen_positions", "unseen_ee_pose", "cube_moved",
+    )  # as before the RL4VLA suite existed
+    suite = oe.SUITES["rl4vla"]
+    assert suite[0] == "train" and len(suite) == 17 and len(set(suite)) == 17
+    assert [oe.category(n) for n in suite].count("vision") == 5
+    assert [oe.category(n) for n in suite].count("semantic") == 8
+    assert [oe.category(n) for n in suite].count("execution") == 3
+    assert all(oe.resolve(n)[0] == oe.TABLETOP_ENV_ID for n in suite)  # every name (aliases too) resolves
+    # RL4VLA's 16 test variants (their README: env id and object split), in their order
+    assert oe.SUITES["rl4vla_assets"][1:] == tuple(
+        f"PutOnPlateInScene25{t}" for t in (
+            "VisionImage-v1@test", "VisionTexture03-v1@test", "VisionTexture05-v1@test", "VisionWhole03-v1@test",
+            "VisionWhole05-v1@test", "Carrot-v1@train", "Carrot-v1@test", "Plate-v1@test", "Instruct-v1@test",
+            "MultiCarrot-v1@train", "MultiCarrot-v1@test", "MultiPlate-v1@train", "MultiPlate-v1@test",
+            "Position-v1@test", "EEPose-v1@test", "PositionChangeTo-v1@test",
+        )
+    )
+    assert oe.SUITES["rl4vla_assets"][0] == "PutOnPlateInScene25Main-v3@train"  # their training task
+    assert [oe.category(n) for n in oe.SUITES["rl4vla_assets"]] == [oe.category(n) for n in suite]
+
+
+def test_rl4vla_tasks_need_their_fork_or_resolve_with_the_object_split(monkeypatch):
+    if "PutOnPlateInScene25Carrot-v1" not in oe.REGISTERED_ENVS:  # the pip ManiSkill (here) lacks them
+        with pytest.raises(oe.MissingAssetsError) as err:
+            oe.make_envs("PutOnPlateInScene25Carrot-v1@test", 1)
+        assert "\n" not in str(err.value) and "github.com/gen-robot/RL4VLA" in str(err.value)
+    monkeypatch.setitem(oe.REGISTERED_ENVS, "PutOnPlateInScene25Carrot-v1", None)  # as RL4VLA's fork would
+    monkeypatch.setattr(oe, "check_assets", lambda env_id: None)
+    assert oe.resolve("PutOnPlateInScene25Carrot-v1@test") == (
+        "PutOnPlateInScene25Carrot-v1", {"reset_options": {"obj_set": "test"}}, "widowx")
+    assert oe.resolve("PutOnPlateInScene25Carrot-v1")[1] == {"reset_options": {"obj_set": "train"}}  # RL4VLA's default
+    with pytest.raises(ValueError, match="unknown env or variant"):
+        oe.resolve("PutOnPlateInScene25Carrot-v1@val")
+
+
 def test_missing_bridge_assets_name_the_download_command():
     from mani_skill.utils.assets.data import is_data_source_downloaded
 
@@ -133,14 +171,19 @@ def single(variant: str, obs_mode: str = "rgb", **kwargs) -> gym.Env:
     )
 
 
+def first_image(env: gym.Env, seed: int = SEED) -> np.ndarray:
+    """The image after reset(seed) (int, so differences do not wrap)."""
+    obs, _ = env.reset(seed=seed)
+    return obs["sensor_data"]["third_view"]["rgb"][0].numpy().astype(int)
+
+
 @pytest.fixture(scope="module")
 def first_images() -> dict[str, np.ndarray]:
-    """The seed-SEED first image of every variant (int, so differences do not wrap)."""
+    """The seed-SEED first image of train and of the variants that change the scene's looks."""
     images = {}
-    for name in oe.VARIANTS:
+    for name in ("train", "red_cube", "table_color", "distractor_cube", "lighting", "unseen_phrasing"):
         env = single(name)
-        obs, _ = env.reset(seed=SEED)
-        images[name] = obs["sensor_data"]["third_view"]["rgb"][0].numpy().astype(int)
+        images[name] = first_image(env)
         env.close()
     return images
 
@@ -171,16 +214,95 @@ def test_language_variants(first_images):
     assert np.array_equal(first_images["unseen_phrasing"], first_images["train"])  # same scene, new words
     phrasing = single("unseen_phrasing", obs_mode="state").unwrapped
     assert phrasing.get_language_instruction() == ["place the green block onto the cloth"]
-    env = single("unseen_target", obs_mode="state")
-    u = env.unwrapped
+    u = expert_episode("unseen_target")
     assert u.get_language_instruction() == ["put the green cube on the plate"]
-    env.reset(seed=SEED)
+    assert torch.linalg.norm(u.cube.pose.p[0, :2] - u.receptacles[1].pose.p[0, :2]) < oe.PLATE_RADIUS  # the plate
+
+
+def expert_episode(variant: str, seed: int = SEED) -> oe.OpenVLATabletopEnv:
+    """Run the expert for 80 steps on a state-only env; assert success; return the task env."""
+    env = single(variant, obs_mode="state")
+    u = env.unwrapped
+    env.reset(seed=seed)
     for _ in range(80):
         _, _, _, _, info = env.step(u.expert_action())
-    assert info["success"].item()
-    assert (
-        torch.linalg.norm(u.cube.pose.p[0, :2] - u.plate.pose.p[0, :2]) < oe.PLATE_RADIUS
-    )  # on the plate, not the towel
+    assert info["success"].item(), (variant, seed)
+    return u
+
+
+IMAGE_VARIANTS = ("dynamic_texture_weak", "dynamic_texture_strong", "dynamic_noise_weak", "dynamic_noise_strong")
+SEMANTIC_VARIANTS = ("similar_to_training", "unseen_objects", "unseen_receptacles", "multi_object_seen",
+                     "multi_object_unseen", "distractive_receptacle", "multi_receptacle_unseen")
+
+
+@pytest.mark.parametrize("name", IMAGE_VARIANTS)
+def test_image_perturbations_change_the_image_by_the_stated_amount(name, first_images):
+    kwargs = oe.VARIANTS[name].env_kwargs
+    mix = kwargs.get("texture_mix") or kwargs.get("noise_mix")
+    assert mix == (0.3 if name.endswith("weak") else 0.5) and str(mix) in oe.VARIANTS[name].description
+    env = single(name)
+    u = env.unwrapped
+    image = first_image(env)
+    d = np.abs(image - first_images["train"])  # same seed, same scene: only the perturbation differs
+    assert d.max() <= np.ceil(255 * mix) + 1  # a blend at weight mix moves a pixel by at most mix x 255
+    if "texture" in name:  # only the objects' and receptacles' pixels change
+        seg = u.scene.sensors["third_view"].get_obs(rgb=False, depth=False, position=False, segmentation=True)
+        ids = [a.per_scene_id.item() for a in (u.cube, *u.receptacles)]
+        mask = np.isin(seg["segmentation"][0, ..., 0].numpy(), ids)
+        changed = d.max(-1) > 1
+        assert not changed[~mask].any() and changed[mask].mean() > 0.5 and mask.sum() > 1000
+        texture = u._textures[0].clone()
+        first_image(env, SEED + 1)
+        assert not torch.equal(texture, u._textures[0])  # a new texture each episode
+    else:  # noise U ~ uniform(0, 255) at weight s moves a pixel x by s |U - x|, and E|U - x| >= 255 / 4
+        assert d.mean() > 0.9 * mix * 255 / 4
+        obs, *_ = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0], dtype=np.float32))
+        step_1 = obs["sensor_data"]["third_view"]["rgb"][0].numpy().astype(int)
+        assert np.abs(step_1 - image).mean() > 0.5 * mix * 255 / 4  # new noise every step
+    assert np.array_equal(first_image(env), image)  # and it replays with the seed
+    env.close()
+
+
+SFT_VARIANTS = ("train", "red_cube", "unseen_target")  # what the learning experiment's SFT data covers
+
+
+def seen_in_sft(key: str, default: object) -> set:
+    """The values an env kwarg takes in the SFT variants (receptacle tuples are flattened)."""
+    values = [oe.VARIANTS[v].env_kwargs.get(key, default) for v in SFT_VARIANTS]
+    return {x for v in values for x in (v if isinstance(v, tuple) else (v,))}
+
+
+@pytest.mark.parametrize("name", SEMANTIC_VARIANTS)
+def test_semantic_variants_expert_moves_the_instructed_object_onto_the_instructed_receptacle(name):
+    kwargs = oe.VARIANTS[name].env_kwargs
+    shapes, colors = seen_in_sft("shape", "cube"), seen_in_sft("cube_color", "green")
+    kinds = seen_in_sft("receptacles", ("towel", "plate")) | seen_in_sft("target", "towel")
+    u = expert_episode(name)
+    others = [r for r in u.receptacles if r is not u.target_actor]
+    on = [torch.linalg.norm(u.cube.pose.p[0, :2] - r.pose.p[0, :2]).item() < 0.05 for r in [u.target_actor, *others]]
+    assert on == [True] + [False] * len(others)  # on the instructed receptacle, not on another
+    assert u.instruction.endswith(f"on the {u.target}") and u.target in u.receptacle_kinds
+    if name == "similar_to_training":  # same words, a slightly bigger cube of a slightly different green
+        assert u.instruction == "put the green cube on the towel" and u.shape.kind == "box"
+        assert 1.05 < u.shape.half[2] / oe.CUBE_HALF < 1.25 and u.cube_color not in colors
+        assert np.abs(np.subtract(oe.COLORS[u.cube_color], oe.COLORS["green"])).max() < 0.4
+    if name in ("unseen_objects", "multi_object_seen", "multi_object_unseen"):  # the instruction names the object
+        assert f"put the {u.cube_color} {u.shape.noun} on" in u.instruction
+        objects = [(u.cube_color, kwargs.get("shape", "cube"))]
+        objects += [(u.distractor_color, kwargs["distractor_shape"])] if "distractor_shape" in kwargs else []
+        objects += [(u.distractor_color, "cube")] if name == "multi_object_seen" else []
+        assert len(objects) == (1 if name == "unseen_objects" else 2)
+        for color, shape in objects:  # seen = colour and shape both in SFT data; unseen = never a cube
+            seen = color in colors and shape in shapes
+            assert seen if name == "multi_object_seen" else oe.SHAPES[shape].noun != "cube"
+        assert (u.distractor is not None) == name.startswith("multi_object")
+        if u.distractor is not None:  # the expert left the other object where it was, off the target
+            assert torch.linalg.norm(u.distractor.pose.p[0, :2] - u.target_actor.pose.p[0, :2]) > 0.05
+    if "receptacle" in name:
+        assert all(k in kinds for k in u.receptacle_kinds) == (name == "distractive_receptacle")
+        assert len(u.receptacles) == (3 if name == "distractive_receptacle" else 2)
+        assert u.target not in kinds or name == "distractive_receptacle"
+        assert not set(u.receptacle_kinds) & kinds or name != "multi_receptacle_unseen"  # both unseen
 
 
 def test_execution_variants():
@@ -213,6 +335,18 @@ def test_execution_variants():
     assert max(moved["cube_moved"][:10]) < 0.005 and moved["cube_moved"][11] >= 0.10  # jumps at step 10
 
 
+@pytest.mark.parametrize("name", [*SFT_VARIANTS, "multi_object_seen", "distractive_receptacle"])
+def test_layouts_are_those_of_before_the_rl4vla_variants(name):
+    """The learning experiment's variants lay out what they did at commit b764851 (seed 7: cube pose, towel
+    and plate xy), and the variants that add an object or a receptacle keep train's layout for train's."""
+    env = single(name, obs_mode="state")
+    u = env.unwrapped
+    env.reset(seed=7)
+    np.testing.assert_allclose(u.cube.pose.raw_pose[0], [-0.076011, 0.120738, 0.02, 0.995631, 0, 0, -0.093372], atol=1e-6)
+    towel, plate = (r.pose.p[0, :2] for r in u.receptacles[:2])
+    np.testing.assert_allclose(torch.stack([towel, plate]), [[-0.200219, -0.093216], [0.052878, -0.12611]], atol=1e-6)
+
+
 def test_every_variant_is_checked():
     covered = {
         "red_cube",
@@ -224,9 +358,9 @@ def test_every_variant_is_checked():
         "unseen_positions",
         "unseen_ee_pose",
         "cube_moved",
-    }  # by the three tests above
-    assert covered == set(oe.VARIANTS) - {"train"}
-    assert {v.category for v in oe.VARIANTS.values()} == {"train", "language", "vision", "execution"}
+    }  # by the tests above
+    assert covered | set(IMAGE_VARIANTS) | set(SEMANTIC_VARIANTS) == set(oe.VARIANTS) - {"train"}
+    assert {v.category for v in oe.VARIANTS.values()} == {"train", "vision", "semantic", "execution"}
 
 
 # ----------------------------------------------------------------------------------------------------

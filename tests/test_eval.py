@@ -110,6 +110,7 @@ def test_rerun_skips_finished_cells(suite):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--variants", "train", "no_such_variant"], "unknown env or variant 'no_such_variant'"),
     (["--suite", "simpler"], "download them with"),
+    (["--suite", "rl4vla_assets"], "github.com/gen-robot/RL4VLA"),  # RL4VLA's ManiSkill fork is not installed here
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, capsys):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
@@ -120,3 +121,38 @@ def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, ca
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_rl4vla_variants_get_rl4vla_summary_end_to_end(tiny_dir, tmp_path):
+    args = ["--checkpoints", str(tiny_dir), "--variants", "train", "dynamic_noise_weak", "--episodes", "1",
+            "--num-envs", "1", "--max-episode-steps", "2", "--videos-per-variant", "0", "--output-dir", "out"]
+    proc = run_eval(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [s["group"] for s in results["rl4vla_summary"]] == ["in_distribution", "vision", "ood"]
+    assert results["rl4vla_summary"][2]["variants"] == ["dynamic_noise_weak"]
+    assert "### RL4VLA's table: success_at_end (%)" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "results_rl4vla.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rl4vla_summary_pools_categories_and_lays_out_rl4vla_table():
+    from eval_generalization import Checkpoint, rl4vla_summary, rl4vla_tables, wilson_interval
+
+    rates = {"train": 0.6, "unseen_table": 0.2, "dynamic_noise_weak": 0.4, "unseen_objects": 1.0, "unseen_position": 0.0}
+    cats = {"train": "train", "unseen_objects": "semantic", "unseen_position": "execution"}
+    rows = [{"checkpoint": "a", "variant": v, "category": cats.get(v, "vision"), "n": 10, "success_once": r,
+             "success_at_end": r / 2} for v, r in rates.items()]
+    summary = rl4vla_summary(rows, [Checkpoint("a", "a", "a", "base", "k")])
+    by_group = {s["group"]: s for s in summary}
+    assert list(by_group) == ["in_distribution", "vision", "semantic", "execution", "ood"]
+    assert by_group["vision"]["variants"] == ["unseen_table", "dynamic_noise_weak"] and by_group["vision"]["n"] == 20
+    assert by_group["vision"]["success_once"] == pytest.approx(0.3)  # (2 + 4) / 20 = the mean of the rates
+    assert by_group["ood"]["success_once"] == pytest.approx(0.4) and by_group["ood"]["n"] == 40  # (2+4+10+0) / 40
+    assert by_group["ood"]["success_once_ci"] == pytest.approx(list(wilson_interval(16, 40)))
+    assert by_group["in_distribution"]["success_at_end"] == pytest.approx(0.3)
+    table = rl4vla_tables(rows, summary, [Checkpoint("a", "a", "a", "base", "k")])
+    header = ("| checkpoint | train (in-dist.) | unseen_table | dynamic_noise_weak | **vision mean** | unseen_objects | "
+              "**semantic mean** | unseen_position | **execution mean** | **ood mean** |")
+    assert header in table and "### RL4VLA's table: success_at_end (%)" in table
+    assert "| a | 60.0 | 20.0 | 40.0 | 30.0 | 100.0 | 100.0 | 0.0 | 0.0 | 40.0 |" in table  # success_once
+    assert "| a | 30.0 | 10.0 | 20.0 | 15.0 | 50.0 | 50.0 | 0.0 | 0.0 | 20.0 |" in table  # success_at_end
