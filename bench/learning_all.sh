@@ -35,7 +35,7 @@ ENVS=${ENVS:-24} SAVE_EVERY=5 bash bench/learning.sh ppo > "$OUT_DIR/ppo.log" 2>
 log "ppo rc=$?"
 kill $watchdog 2>/dev/null
 run=$(ls -d "$LEARN_DIR"/ppo/*/ | tail -1)
-last=$(ls -d "${run}checkpoints"/iter_* | grep -v tmp | tail -1)
+last=$(ls -d "${run}checkpoints"/iter_* | grep -v '\.tmp$' | tail -1)
 pack ppo_run "${run#"$LEARN_DIR"/}"
 log "ppo saved $last"
 evalv eval_key "${EP_KEY:-200}" train -- "$last" > "$OUT_DIR/eval_ppo.log" 2>&1
