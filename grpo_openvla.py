@@ -267,7 +267,8 @@ def grpo_update(args: Args, model, processor, optimizer, batch: dict, dtype: tor
                     with torch.no_grad(), model.language_model.disable_adapter():
                         ref_logprobs = model.evaluate_actions(
                             batch["input_ids"][inds], batch["attention_mask"][inds], pixel_values,
-                            batch["actions"][inds], temperature=args.temperature).logprobs  # (b, 7)
+                            batch["actions"][inds], temperature=args.temperature,
+                            patch_embeddings=None if reused is None else reused[inds]).logprobs  # (b, 7)
                     ref_logratio = ref_logprobs - ev.logprobs  # (b, 7) per token
                     kl = (ref_logratio.exp() - ref_logratio - 1).sum(-1).mean()  # k3, DeepSeekMath eq. 4
                     loss = loss + args.beta * kl
