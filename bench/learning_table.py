@@ -6,8 +6,8 @@ two-sided Fisher exact test of each checkpoint against the prior, per variant.
 
 Writes `--out` as {"variants": {variant: {label: [successes, episodes]}}, "p_vs_prior": {variant: {label: p}},
 "checkpoints": {label: path}, "settings": [...]} and the Markdown table beside it (.md). Labels: `prior` for
-the first checkpoint of every evaluation (the reference), else the algorithm directory a run lives in
-(`.../ppo/<run>` -> `ppo`), or the run's name where that is ambiguous.
+the first checkpoint of every evaluation (the reference), else the algorithm directory a run or checkpoint
+lives in (`.../ppo/<run>/checkpoints/iter_000120` -> `ppo`), or its own name where that is ambiguous.
 """
 
 import json
@@ -33,11 +33,11 @@ class Args:
 
 
 def label_of(path: str, all_paths: list[str]) -> str:
-    """`.../ppo/<run>/` -> `ppo`; the run's own name when two runs share an algorithm."""
+    """A run or checkpoint under `.../ppo/` -> `ppo`; its own name when two evaluated paths share an algorithm."""
     p = Path(path.rstrip("/"))
-    same_algorithm = [q for q in all_paths if Path(q.rstrip("/")).parent.name == p.parent.name]
-    if p.parent.name in ALGORITHMS and len(same_algorithm) == 1:
-        return p.parent.name
+    algorithm = next((q.name for q in p.parents if q.name in ALGORITHMS), None)
+    if algorithm and sum(algorithm in Path(q.rstrip("/")).parts for q in all_paths) == 1:
+        return algorithm
     return p.name
 
 

@@ -51,7 +51,7 @@ def _eval_results(directory: Path, checkpoints: list[str], cells: dict) -> Path:
 
 
 def test_learning_table_counts_and_fisher_p(tmp_path):
-    ckpts = ["runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/"]
+    ckpts = ["runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/checkpoints/iter_000120"]
     key = _eval_results(tmp_path / "key", ckpts, {(ckpts[0], "train"): (70, 200), (ckpts[1], "train"): (170, 200),
                                                    (ckpts[0], "red_cube"): (50, 200), (ckpts[1], "red_cube"): (52, 200)})
     other = _eval_results(tmp_path / "other", ckpts, {(ckpts[0], "lighting"): (0, 100), (ckpts[1], "lighting"): (3, 100)})
