@@ -46,11 +46,11 @@ Deviations from GRPO as usually written, and from RL4VLA:
    clip 10, no entropy bonus; 20 minibatches per epoch as the blog's PPO. The first minibatch's ratio must
    be 1 (`losses/first_ratio`: rollout policy == learning policy, blog fix 3). The blog used a learned
    success detector; our built-in tasks read success from the simulator.
+8. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains
+   the vision towers and projector (full fine-tuning, fp32), so that RL can correct what the image
+   features miss: the small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL
+   that cannot touch them cannot fix their perception errors. Saved beside the adapter (`vision.safetensors`).
 
-8. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains the vision
-   towers and projector (full fine-tuning, fp32), so that RL can correct what the image features miss: the
-   small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL that cannot touch them
-   cannot fix their perception errors (issue 12). Saved beside the adapter (`vision.safetensors`).
 Launch:
     # one GPU, the real model (needs internet once, or a local copy): 8 groups of 8
     python grpo_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 64 --group-size 8

@@ -39,11 +39,12 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    more. And the norm clip applies to the policy's and the value head's gradients separately, so that
    a large value error does not shrink the policy's step.
 6. The blog used a learned success detector; our built-in tasks read success from the simulator.
+7. Only LoRA on the language model (and the value head) trains by default, as in the blog;
+   `--train-vision` also trains the vision towers and projector (full fine-tuning, fp32), so that RL can
+   correct what the image features miss: the small models of `bench/learning.sh` learn their towers from
+   scratch in SFT, and RL that cannot touch them cannot fix their perception errors. Saved beside the
+   adapter (`vision.safetensors`).
 
-7. Only LoRA on the language model trains by default (the blog, plus the value head); `--train-vision` also trains the vision
-   towers and projector (full fine-tuning, fp32), so that RL can correct what the image features miss: the
-   small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL that cannot touch them
-   cannot fix their perception errors (issue 12). Saved beside the adapter (`vision.safetensors`).
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
     python ppo_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 24
@@ -285,7 +286,8 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                 entropy_loss = ev.entropy.sum(-1).mean()  # (deviation 1)
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                 (loss * weight).backward()
-                for k, v in zip(stats, (pg_loss, v_loss, entropy_loss, approx_kl, clipfrac), strict=False):
+                for k, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy_loss),
+                             ("approx_kl", approx_kl), ("clipfrac", clipfrac)):
                     mb_stats[k] += v.item() * weight
 
             if world_size > 1:  # DDP by hand: average the trainable gradients of all ranks in one message

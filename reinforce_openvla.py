@@ -38,11 +38,11 @@ Deviations from REINFORCE as usually written, and from the blog (Haonan Yu, "Ope
 5. `losses/first_ratio` (mean exp(new - old log-prob) over the first micro-batch, before the step) must be
    1: the on-policy check that the teacher-forced re-evaluation reproduces the rollout's log-probs
    (blog fix 3). REINFORCE has no ratio in its loss: the gradient of the ratio at 1 is the score function.
+6. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains
+   the vision towers and projector (full fine-tuning, fp32), so that RL can correct what the image
+   features miss: the small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL
+   that cannot touch them cannot fix their perception errors. Saved beside the adapter (`vision.safetensors`).
 
-6. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains the vision
-   towers and projector (full fine-tuning, fp32), so that RL can correct what the image features miss: the
-   small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL that cannot touch them
-   cannot fix their perception errors (issue 12). Saved beside the adapter (`vision.safetensors`).
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
     python reinforce_openvla.py --vla-path openvla/openvla-7b --env-id train --num-envs 24
