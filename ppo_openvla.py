@@ -277,7 +277,7 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                     v_clipped = batch["values"][inds] + torch.clamp(
                         newvalue - batch["values"][inds], -args.clip_coef, args.clip_coef)
                     newvalue = torch.where((newvalue - mb_returns).abs() >= (v_clipped - mb_returns).abs(),
-                                           newvalue, v_clipped)  # the larger of the two errors, as max() of the losses
+                                           newvalue, v_clipped)  # the larger error: max() of the two losses
                 if args.vf_huber:
                     v_loss = F.smooth_l1_loss(newvalue, mb_returns)
                 else:
