@@ -6,7 +6,7 @@ Episodes of the learning experiment's shape: 80 steps, success with probability 
 uniformly from [first, last], the cube staying on the towel afterwards (the sparse reward is the per-step
 success indicator). The critic is the best one that cannot see time: one value per state class ("before
 success", "in success"), the mean discounted return over its visits. GAE (gamma 0.99, lambda 0.95) as in
-`ppo_openvla.compute_gae`, for:
+`ppo_openvla.compute_gae` (imported), for:
 - `terminal_time_limit`: per-step reward, the time limit terminal (the scripts' old default);
 - `bootstrap_time_limit`: per-step reward, the time limit bootstrapped from V(last observation);
 - `success_ends_episode`: reward 1 at the first success, which ends the episode (later steps leave the loss);
@@ -20,11 +20,15 @@ minus mean A of failed episodes' steps) / std of A over all steps in the loss, t
 """
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ppo_openvla import compute_gae  # noqa: E402  (the script's own GAE, so the bench measures our code)
 
 
 @dataclass
@@ -40,24 +44,15 @@ class Args:
     last: int = 50
     """latest step of the first success"""
     gamma: float = 0.99
+    """discount factor (PPO's default)"""
     gae_lambda: float = 0.95
+    """GAE lambda (PPO's default)"""
     critic_noise: float = 0.1
     """also run with a critic whose error has this std relative to the returns' std (function approximation)"""
     seed: int = 0
+    """random seed of the simulated episodes and critic errors"""
     out: str = ""
     """write the results as JSON here (empty: print only)"""
-
-
-def gae(rewards, values, terminals, last_values, gamma, gae_lambda):
-    """The same recursion as ppo_openvla.compute_gae (kept here so the bench needs no script import)."""
-    advantages = torch.zeros_like(rewards)
-    lastgaelam, nextvalues = torch.zeros_like(last_values), last_values
-    for t in reversed(range(rewards.shape[0])):
-        nonterminal = 1.0 - terminals[t].float()
-        delta = rewards[t] + gamma * nextvalues * nonterminal - values[t]
-        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nonterminal * lastgaelam
-        nextvalues = values[t]
-    return advantages
 
 
 def discounted(rewards, terminals, last_values, gamma):
@@ -100,7 +95,7 @@ def simulate(args: Args, critic_noise: float) -> dict:
         noise = critic_noise * returns[alive].std()
         values = values + noise * torch.randn(values.shape, generator=g)
         last_values = last_values + noise * torch.randn(last_values.shape, generator=g) * (last_values != 0)
-        adv = gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)
+        adv, _ = compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)
         a2 = (adv**2 * alive).sum()
         post = in_success & ~first_success & alive
         pre_success = alive & ~in_success & succeeds
