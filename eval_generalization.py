@@ -148,7 +148,8 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denominator = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends at 0 / n and n / n (rounding leaves centre - half ~1e-17 above p = 0 there)
+    return (0.0 if successes == 0 else centre - half), (1.0 if successes == n else centre + half)
 
 
 def resolve_checkpoint(name: str, key: str, suite_key: str) -> Checkpoint:

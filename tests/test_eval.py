@@ -27,6 +27,9 @@ def test_wilson_interval_hand_computed():
     # 0 / 10: [0, z^2 / (n + z^2)] = [0, 3.8415 / 13.8415]
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-4)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    # exactly 0 at 0 / n and 1 at n / n: the bar chart's error bars (p - lo, hi - p) must not go negative,
+    # which rounding made them do at 0 / 200 (a crash in a real evaluation)
+    assert wilson_interval(0, 200)[0] == 0.0 and wilson_interval(200, 200)[1] == 1.0
 
 
 @pytest.fixture(scope="module")
