@@ -46,10 +46,12 @@ Deviations from GRPO as usually written, and from RL4VLA:
    clip 10, no entropy bonus; 20 minibatches per epoch as the blog's PPO. The first minibatch's ratio must
    be 1 (`losses/first_ratio`: rollout policy == learning policy, blog fix 3). The blog used a learned
    success detector; our built-in tasks read success from the simulator.
-8. Only LoRA on the language model trains by default (the blog); `--train-vision` also trains
-   the vision towers and projector (full fine-tuning, fp32), so that RL can correct what the image
-   features miss: the small models of `bench/learning.sh` learn their towers from scratch in SFT, and RL
-   that cannot touch them cannot fix their perception errors. Saved beside the adapter (`vision.safetensors`).
+8. Only LoRA on the language model trains by default (the blog);
+   `--train-vision` also trains the vision towers and projector (full fine-tuning, fp32), so that RL can
+   correct what the image features miss: the small models of `bench/learning.sh` learn their towers from
+   scratch in SFT, and RL that cannot touch them cannot fix their perception errors. Saved beside the
+   adapter (`vision.safetensors`). They get their own, far smaller learning rate (`--vision-learning-rate`):
+   at the LoRA rate (5e-4) the small model's PPO moved 10x further per step and collapsed (BENCHMARKS.md 4).
 
 Launch:
     # one GPU, the real model (needs internet once, or a local copy): 8 groups of 8
@@ -154,8 +156,11 @@ class Args:
     lora_alpha: int = 16
     """LoRA alpha"""
     train_vision: bool = False
-    """also train the vision towers and projector (full fine-tuning in fp32, at the LoRA learning rate); off: the
+    """also train the vision towers and projector (full fine-tuning in fp32, at --vision-learning-rate); off: the
     blog's LoRA on the language model only. 7B: +0.7 B trainable parameters (~11 GB with Adam state)"""
+    vision_learning_rate: float = 1e-5
+    """Adam learning rate of the towers and projector with --train-vision: full fine-tuning needs a far smaller step
+    than LoRA (at 5e-4 the small model collapsed; 1e-5 is the order of OpenVLA's own full-fine-tuning rate, 2e-5)"""
     decode: Literal["auto", "dynamic", "cuda_graph"] = "auto"
     """how the 6 cached action tokens are decoded: auto = replayed as a CUDA graph over a static KV cache on a
     GPU, else eagerly; dynamic = always eagerly (transformers' cache, the reference); see openvla_patch"""
@@ -506,7 +511,13 @@ def main(args: Args) -> None:
         for p in model.parameters():
             if p.requires_grad:
                 dist.broadcast(p.data, src=0)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
+    vision_params = [p for p in ovp.vision_modules(model).parameters() if p.requires_grad]  # [] unless --train-vision
+    vision_ids = {id(p) for p in vision_params}
+    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in vision_ids]
+    optimizer = torch.optim.Adam([
+        {"params": lora_params, "lr": args.learning_rate},
+        *([{"params": vision_params, "lr": args.vision_learning_rate}] if vision_params else []),
+    ], eps=1e-5)
 
     start_iteration, global_step = 1, 0
     if resume_dir is not None:

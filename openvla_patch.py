@@ -1171,13 +1171,13 @@ def save_adapter(model: OpenVLAForActionPrediction, directory: str | Path, base_
     if model.value_head is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
                   str(directory / ADAPTER_VALUE_HEAD_FILE))
-    vision = _vision_modules(model)
+    vision = vision_modules(model)
     if any(p.requires_grad for p in vision.parameters()):  # trained by RL (`make_vision_trainable`)
         save_file({n: p.detach().cpu().contiguous() for n, p in vision.named_parameters()},
                   str(directory / ADAPTER_VISION_FILE))
 
 
-def _vision_modules(model: OpenVLAForActionPrediction) -> nn.ModuleDict:
+def vision_modules(model: OpenVLAForActionPrediction) -> nn.ModuleDict:
     """The vision towers and the projector, under the names of the released checkpoint."""
     return nn.ModuleDict({"vision_backbone": model.vision_backbone, "projector": model.projector})
 
@@ -1186,14 +1186,14 @@ def make_vision_trainable(model: OpenVLAForActionPrediction) -> None:
     """Train the vision towers and the projector too (full fine-tuning, fp32 master weights): RL can then fix
     what the image features miss, not only how the LM reads them. `save_adapter` writes them beside the
     adapter (ADAPTER_VISION_FILE) and loading the adapter restores them."""
-    _vision_modules(model).float().requires_grad_(True)
+    vision_modules(model).float().requires_grad_(True)
 
 
 def _load_vision_beside_adapter(model: OpenVLAForActionPrediction, adapter_path: Path, trainable: bool) -> None:
     file = adapter_path / ADAPTER_VISION_FILE
     if not file.exists():
         return
-    modules = _vision_modules(model).float()  # as they were trained: fp32
+    modules = vision_modules(model).float()  # as they were trained: fp32
     with safe_open(str(file), framework="pt", device="cpu") as f:
         modules.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     modules.requires_grad_(trainable)

@@ -12,7 +12,7 @@ lives in (`.../ppo/<run>/checkpoints/iter_000120` -> `ppo`), or its own name whe
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
@@ -30,6 +30,8 @@ class Args:
     """eval_generalization.py output directories (each holds results.json); their first checkpoint is the prior"""
     out: str = "bench/results/learning.json"
     """the JSON to write (the Markdown table goes beside it as .md)"""
+    labels: list[str] = field(default_factory=list)
+    """PATH=LABEL: name a checkpoint yourself (e.g. several checkpoints of one run: `.../iter_000060=ppo_it60`)"""
 
 
 def label_of(path: str, all_paths: list[str]) -> str:
@@ -42,12 +44,16 @@ def label_of(path: str, all_paths: list[str]) -> str:
 
 
 def main(args: Args) -> None:
+    if bad := [x for x in args.labels if "=" not in x]:
+        sys.exit(f"error: --labels takes PATH=LABEL, got {bad[0]!r}")
+    chosen = {Path(path.rstrip("/")): label for path, label in (x.rsplit("=", 1) for x in args.labels)}
     counts: dict[str, dict[str, list[int]]] = {}
     checkpoints, settings = {}, []
     for directory in args.evals:
         results = json.loads((Path(directory) / "results.json").read_text())
         paths = [c["name"] for c in results["checkpoints"]]
         labels = {paths[0]: "prior", **{p: label_of(p, paths[1:]) for p in paths[1:]}}
+        labels.update({p: chosen[Path(p.rstrip("/"))] for p in paths if Path(p.rstrip("/")) in chosen})
         checkpoints.update({labels[p]: p for p in paths})
         settings.append({"dir": directory, **results["settings"]})
         for row in results["results"]:

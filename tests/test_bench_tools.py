@@ -64,3 +64,7 @@ def test_learning_table_counts_and_fisher_p(tmp_path):
     assert table["p_vs_prior"]["train"]["ppo"] < 1e-20  # 0.35 -> 0.85 on 200 episodes each
     assert table["p_vs_prior"]["red_cube"]["ppo"] > 0.5  # 50 vs 52 of 200: no evidence
     assert "170/200 = 0.85" in out.with_suffix(".md").read_text()
+    # --labels names checkpoints explicitly (two checkpoints of one run would otherwise share "ppo")
+    cmd += ["--labels", f"{ckpts[1]}=ppo_it120"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert json.loads(out.read_text())["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200]}

@@ -28,7 +28,10 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
                                       "grad_norm_policy", "grad_norm_value", "entropy_x", "entropy_gripper"))}
 
 
-torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29517)
+# the 2-rank run also trains the vision towers (at their own learning rate): they must stay in sync too
+VISION_LR = 2e-5
+torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29517,
+                                                      ["--train-vision", "--vision-learning-rate", str(VISION_LR)])
 
 
 def test_smoke_logs_and_checkpoints(smoke_run):
@@ -54,7 +57,11 @@ def test_exact_resume(smoke_run, tmp_path):
 
 
 def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
-    assert_ranks_identical(*torchrun_run)
+    assert_ranks_identical(*torchrun_run)  # LoRA, value head and, with --train-vision, towers and projector
+    (ckpt,) = (torchrun_run[1] / "runs").glob("*/checkpoints/iter_000001")
+    assert (ckpt / ovp.ADAPTER_VISION_FILE).exists()
+    lrs = [g["lr"] for g in torch.load(ckpt / "optimizer.pt")["param_groups"]]
+    assert lrs == [Args.learning_rate, Args.value_learning_rate, VISION_LR]  # the towers' own, smaller step
 
 
 @pytest.mark.parametrize("bad_args, message", [
