@@ -4,8 +4,10 @@
 # is launch-bound: CPU and GPU have room) -> the PPO checkpoint's evaluation -> the table. Each result is
 # packed into $OUT_DIR as soon as it exists, so a machine taken away early still leaves the finished parts.
 #   STOP_S=1200 OUT_DIR=/tmp/out bash bench/learning_all.sh     # then copy $OUT_DIR/*.tar.xz home
-# Budget on an H100 (16 cores): prior ~11 min (1,200 demos 4.5 min, SFT to ~3,500 steps), PPO ~200 SPS.
-# EP_KEY / EP_SIB: test episodes on train and on the siblings (unseen_target, red_cube).
+# Budget on an H100 (16 cores), measured in session 5: prior ~15 min (1,200 demos 4.5 min, SFT to 3,500-4,500
+# steps with its evaluations), PPO ~8 s per iteration of 24 x 80 steps (~230 SPS with the evaluation beside it).
+# EP_KEY / EP_SIB: test episodes on train and on the siblings (unseen_target, red_cube). REUSE_PRIOR=1 skips the
+# prior stage when $LEARN_DIR/prior exists (e.g. unpacked from an earlier machine's prior.tar.xz).
 set -u
 cd "$(dirname "$0")/.."
 export LEARN_DIR=${LEARN_DIR:-runs/learning} PYTHONUNBUFFERED=1
@@ -20,8 +22,12 @@ evalv() {  # out-dir episodes variants... -- checkpoints...: greedy success on t
     --episodes "$ep" --num-envs "${EVAL_ENVS:-20}" --videos-per-variant 1 --output-dir "$LEARN_DIR/$out"
 }
 log "start"
-SFT_STEPS=${SFT_STEPS:-4500} bash bench/learning.sh prior > "$OUT_DIR/prior.log" 2>&1
-log "prior rc=$?"
+if [ "${REUSE_PRIOR:-0}" = 1 ] && [ -d "$LEARN_DIR/prior" ]; then  # a prior carried over from an earlier machine
+  log "prior reused: $LEARN_DIR/prior"
+else
+  SFT_STEPS=${SFT_STEPS:-4500} bash bench/learning.sh prior > "$OUT_DIR/prior.log" 2>&1
+  log "prior rc=$?"
+fi
 pack prior prior prior.json sft.log
 ( evalv eval_key "${EP_KEY:-200}" train -- "$LEARN_DIR/prior" > "$OUT_DIR/eval_prior.log" 2>&1
   evalv eval_sib "${EP_SIB:-200}" unseen_target red_cube -- "$LEARN_DIR/prior" >> "$OUT_DIR/eval_prior.log" 2>&1
