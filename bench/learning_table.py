@@ -8,6 +8,9 @@ Writes `--out` as {"variants": {variant: {label: [successes, episodes]}}, "p_vs_
 "checkpoints": {label: path}, "settings": [...]} and the Markdown table beside it (.md). Labels: `prior` for
 the first checkpoint of every evaluation (the reference), else the algorithm directory a run or checkpoint
 lives in (`.../ppo/<run>/checkpoints/iter_000120` -> `ppo`), or its own name where that is ambiguous.
+An evaluation with sampled actions (eval_generalization.py --temperature T > 0) measures another quantity, the
+stochastic policy that RL optimises, not its greedy mode: its labels get the suffix `@T<T>` (`prior@T1`,
+`ppo@T1`) and their Fisher test is against the prior sampled at the same temperature.
 """
 
 import json
@@ -54,16 +57,23 @@ def main(args: Args) -> None:
         paths = [c["name"] for c in results["checkpoints"]]
         labels = {paths[0]: "prior", **{p: label_of(p, paths[1:]) for p in paths[1:]}}
         labels.update({p: chosen[Path(p.rstrip("/"))] for p in paths if Path(p.rstrip("/")) in chosen})
+        temperature = results["settings"].get("temperature", 0.0)
+        if temperature:  # sampled actions: another quantity than the greedy cells, kept apart (see the docstring)
+            labels = {p: f"{label}@T{temperature:g}" for p, label in labels.items()}
         checkpoints.update({labels[p]: p for p in paths})
         settings.append({"dir": directory, **results["settings"]})
         for row in results["results"]:
             successes = round(row["success_once"] * row["n"])
             counts.setdefault(row["variant"], {})[labels[row["checkpoint"]]] = [successes, row["n"]]
+    def reference(label: str) -> str:  # the prior evaluated the same way (greedy, or sampled at the same T)
+        return "prior" + label[label.index("@"):] if "@" in label else "prior"
+
     p_values = {
-        variant: {label: fisher_exact([[s, n - s], [by["prior"][0], by["prior"][1] - by["prior"][0]]])[1]
-                  for label, (s, n) in by.items() if label != "prior"}
-        for variant, by in counts.items() if "prior" in by
+        variant: {label: fisher_exact([[s, n - s], [by[ref][0], by[ref][1] - by[ref][0]]])[1]
+                  for label, (s, n) in by.items() if (ref := reference(label)) != label and ref in by}
+        for variant, by in counts.items()
     }
+    p_values = {variant: by for variant, by in p_values.items() if by}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"variants": counts, "p_vs_prior": p_values, "checkpoints": checkpoints,
@@ -84,7 +94,8 @@ def main(args: Args) -> None:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(
-        "Greedy success_once, successes/episodes [95 % Wilson interval], two-sided Fisher exact p against the prior.\n\n"
+        "success_once, successes/episodes [95 % Wilson interval], two-sided Fisher exact p against the prior "
+        "(greedy actions; `@T1`: sampled at temperature 1, against the prior sampled alike).\n\n"
         + table)
     print(table)
 

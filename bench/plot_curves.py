@@ -1,6 +1,8 @@
 """Success curves of RL runs from their tensorboard events -> one PNG (and the numbers as JSON).
 
     python bench/plot_curves.py --runs runs/learning/ppo/*/ --out runs/learning/eval/ppo_curve.png
+    # any other logged scalars, e.g. the update's diagnostics
+    python bench/plot_curves.py --runs runs/learning/ppo/*/ --keys losses/approx_kl losses/clipfrac --out kl.png
 """
 
 import json
@@ -28,6 +30,8 @@ class Args:
     """one legend label per run (default: the run directory's name)"""
     smooth: int = 1
     """also draw the running mean over this many points (per-iteration success of 16-24 episodes is noisy)"""
+    keys: tuple[str, ...] = KEYS
+    """the scalars to draw (tensorboard tags); a run that lacks one is skipped for it"""
 
 
 def main(args: Args) -> None:
@@ -37,11 +41,11 @@ def main(args: Args) -> None:
     for r, run in enumerate(args.runs):
         acc = EventAccumulator(run).Reload()
         name = args.labels[r] if args.labels else Path(run).name
-        for key in KEYS:
+        for key in args.keys:
             if key in acc.Tags()["scalars"]:
                 curves[f"{name}: {key}"] = [(e.step, e.value) for e in acc.Scalars(key)]
     if not curves:
-        raise SystemExit(f"error: no {' or '.join(KEYS)} in {args.runs}")
+        raise SystemExit(f"error: no {' or '.join(args.keys)} in {args.runs}")
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, points in curves.items():
         steps, values = zip(*points, strict=True)
@@ -52,8 +56,9 @@ def main(args: Args) -> None:
         else:
             ax.plot(steps, values, marker="o" if "eval" in label else None, label=label)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.02, 1.02)
+    if all("success" in key for key in args.keys):
+        ax.set_ylabel("success rate")
+        ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

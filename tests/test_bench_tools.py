@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from torch.utils.tensorboard import SummaryWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,12 @@ def test_plot_curves_labels_and_numbers(tmp_path):
     curves = json.loads(out.with_suffix(".json").read_text())
     assert curves["PPO: charts/success_once"] == [[100, 0.0], [200, 0.5], [300, 1.0], [400, 0.5]]
     assert curves["GRPO: charts/success_once"] == [[100, 0.25], [200, 0.25]]
+    # --keys: other scalars (the update's diagnostics); a run that lacks one is skipped for it
+    with SummaryWriter(str(a)) as writer:
+        writer.add_scalar("losses/approx_kl", 0.02, 100)
+    subprocess.run(cmd + ["--keys", "losses/approx_kl"], check=True, capture_output=True)
+    kl = json.loads(out.with_suffix(".json").read_text())
+    assert list(kl) == ["PPO: losses/approx_kl"] and kl["PPO: losses/approx_kl"][0] == [100, pytest.approx(0.02)]
 
 
 def test_plot_curves_rejects_a_label_count_mismatch(tmp_path):
@@ -41,12 +49,13 @@ def test_plot_curves_rejects_a_label_count_mismatch(tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
-def _eval_results(directory: Path, checkpoints: list[str], cells: dict) -> Path:
+def _eval_results(directory: Path, checkpoints: list[str], cells: dict, temperature: float = 0.0) -> Path:
     """A results.json as eval_generalization.py writes it: cells = {(checkpoint, variant): (successes, n)}."""
     directory.mkdir(parents=True)
     rows = [{"checkpoint": c, "variant": v, "n": n, "success_once": s / n} for (c, v), (s, n) in cells.items()]
     (directory / "results.json").write_text(json.dumps({
-        "settings": {"episodes": 0, "seed": 10**7}, "checkpoints": [{"name": c} for c in checkpoints], "results": rows}))
+        "settings": {"episodes": 0, "seed": 10**7, "temperature": temperature},
+        "checkpoints": [{"name": c} for c in checkpoints], "results": rows}))
     return directory
 
 
@@ -68,3 +77,33 @@ def test_learning_table_counts_and_fisher_p(tmp_path):
     cmd += ["--labels", f"{ckpts[1]}=ppo_it120"]
     subprocess.run(cmd, check=True, capture_output=True)
     assert json.loads(out.read_text())["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200]}
+    # a sampled evaluation (--temperature 1) is another quantity: its own labels, tested against the sampled prior
+    sampled = _eval_results(tmp_path / "sampled", ckpts, {(ckpts[0], "train"): (55, 200), (ckpts[1], "train"): (50, 200)},
+                            temperature=1.0)
+    cmd = [sys.executable, str(ROOT / "bench/learning_table.py"), "--evals", str(key), str(other), str(sampled),
+           "--out", str(out), "--labels", f"{ckpts[1]}=ppo_it120"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    table = json.loads(out.read_text())
+    assert table["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200],
+                                          "prior@T1": [55, 200], "ppo_it120@T1": [50, 200]}
+    assert table["p_vs_prior"]["train"]["ppo_it120@T1"] > 0.5  # 55 vs 50 of 200, not 70 vs 50
+    assert "prior@T1" not in table["p_vs_prior"]["train"]
+
+
+def test_gradient_noise_scale_recovers_a_known_noise_scale():
+    """bench/gradient_noise.py's estimator (McCandlish et al. 2018, appendix A) on synthetic per-episode gradients
+    h_i = G + noise with |G|^2 = 1 and tr(Sigma) = 20: B_noise = 20 episodes, half-split cosine ~ 1 / (1 + 40 / M)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gradient_noise import half_cosine, noise_scale
+
+    gen = torch.Generator().manual_seed(0)
+    m, p = 400, 50
+    g = torch.zeros(p, dtype=torch.float64)
+    g[0] = 1.0
+    h = g + torch.randn(m, p, generator=gen, dtype=torch.float64) * (20 / p) ** 0.5
+    est = noise_scale(h)
+    assert est["G2"] == pytest.approx(1.0, abs=0.15) and est["trace_sigma"] == pytest.approx(20.0, rel=0.1)
+    assert est["B_noise"] == pytest.approx(20.0, rel=0.2)
+    assert half_cosine(h, 50, gen) == pytest.approx(1 / (1 + 40 / m), abs=0.05)
+    pure_noise = noise_scale(torch.randn(m, p, generator=gen, dtype=torch.float64))["B_noise"]
+    assert pure_noise is None or pure_noise > 100  # no signal: unresolved, or a scale far beyond the sample

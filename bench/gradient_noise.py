@@ -1,0 +1,183 @@
+"""How much of one PPO iteration's policy gradient is signal: the gradient noise scale, measured on the task.
+
+    python bench/gradient_noise.py --checkpoint runs/learning/ppo/<run>/checkpoints/iter_000120 \
+        --episodes 96 --out bench/results/gradient_noise.json
+
+Why. In the learning experiment (BENCHMARKS.md section 4) PPO moved the greedy policy but not the sampled one,
+whose success it optimises, and more passes over each batch made it worse. Both fit updates whose direction is
+mostly noise. This measures that directly, with the script's own pieces.
+
+Method (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training", appendix A). Roll out `episodes`
+episodes of the task with the checkpoint's sampling policy (temperature 1, seeds from the rollout band), compute
+advantages as `ppo_openvla` does (`episode_masks`, `compute_gae` with the checkpoint's value head, time limits
+bootstrapped, normalised over the steps in the loss), then the gradient of the policy-gradient loss (PPO's
+surrogate at ratio 1) with respect to the trainable LoRA weights, one episode at a time:
+    h_i = -M / n * sum over episode i's steps in the loss of A_t * grad log pi(a_t | s_t)
+(M episodes, n steps in the loss in all), so that the batch gradient of any B episodes is the mean of their h_i.
+With G the expected gradient and Sigma the covariance of one episode's h_i, E|mean of B h_i|^2 = |G|^2 + tr(Sigma)/B;
+the mean of |h_i|^2 (B = 1) and |mean of all h_i|^2 (B = M) give unbiased estimates of |G|^2 and tr(Sigma), and
+    B_noise = tr(Sigma) / |G|^2   (in episodes)
+is the batch at which signal and noise weigh the same. An update from B episodes points along G with cosine
+~ 1 / sqrt(1 + B_noise / B), and an SGD step at its best learning rate gains 1 / (1 + B_noise / B) of what the
+exact gradient would. A model-free check beside it: the cosine between the gradients of two disjoint halves
+of the episodes (expected ~ 1 / (1 + 2 B_noise / M)), averaged over random splits.
+Two advantages from the same rollout: `gae` (PPO's, with the learned critic) and `mc` (the discounted return
+minus the batch mean, normalised: what GRPO and REINFORCE see, no critic).
+"""
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import openvla_envs  # noqa: E402
+import openvla_patch as ovp  # noqa: E402
+from ppo_openvla import CKPT_INFO, compute_gae, episode_masks  # noqa: E402  (the script's own pieces)
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """an RL checkpoint directory (openvla_rl.json, adapter, value head): its policy and critic are measured"""
+    env_id: str = "train"
+    """the variant rolled out"""
+    episodes: int = 96
+    """episodes rolled out (M); the estimate's precision grows with M"""
+    num_envs: int = 8
+    """parallel envs (worker processes on the CPU back-end)"""
+    num_steps: int = 80
+    """steps per episode"""
+    gamma: float = 0.99
+    """discount factor (PPO's default)"""
+    gae_lambda: float = 0.95
+    """GAE lambda (PPO's default)"""
+    splits: int = 200
+    """random half/half splits of the episodes: for the model-free cosine and for B_noise's spread"""
+    seed: int = 0
+    """seed of the rollout seeds, the sampling and the splits"""
+    out: str = ""
+    """write the results as JSON here (empty: print only)"""
+
+
+def noise_scale(h: torch.Tensor) -> dict[str, float | None]:
+    """h (M, P): per-episode gradients in batch-mean units -> |G|^2, tr(Sigma), B_noise (unbiased, appendix A).
+    B_noise is None where the |G|^2 estimate is not positive: the noise of M episodes hides the signal."""
+    m = h.shape[0]
+    small = h.pow(2).sum(1).mean()  # E = |G|^2 + tr(Sigma)
+    big = h.mean(0).pow(2).sum()  # E = |G|^2 + tr(Sigma) / M
+    g2 = (m * big - small) / (m - 1)
+    trace = (small - big) * m / (m - 1)
+    return {"G2": g2.item(), "trace_sigma": trace.item(),
+            "B_noise": (trace / g2).item() if g2 > 0 else None}
+
+
+def half_cosine(h: torch.Tensor, splits: int, gen: torch.Generator) -> float:
+    m = h.shape[0]
+    cosines = []
+    for _ in range(splits):
+        perm = torch.randperm(m, generator=gen)
+        a, b = h[perm[: m // 2]].mean(0), h[perm[m // 2 : 2 * (m // 2)]].mean(0)
+        cosines.append(torch.nn.functional.cosine_similarity(a, b, dim=0).item())
+    return float(np.mean(cosines))
+
+
+def main(args: Args) -> None:
+    if args.episodes % args.num_envs or args.episodes < 4:
+        raise SystemExit(f"error: --episodes ({args.episodes}) must be a multiple of --num-envs and at least 4")
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / CKPT_INFO).exists():
+        raise SystemExit(f"error: {ckpt} is not an RL checkpoint (no {CKPT_INFO}): pass .../checkpoints/iter_NNNNNN")
+    info = json.loads((ckpt / CKPT_INFO).read_text())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+    model, processor = ovp.load_vla(info["vla_path"], device=device, dtype=torch.float32, adapter_path=ckpt,
+                                    with_value_head=True)
+    stats = ovp.action_stats(model.config, info["unnorm_key"])
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
+    envs = openvla_envs.make_envs(args.env_id, args.num_envs, device=device, backend="cpu",
+                                  max_episode_steps=args.num_steps)
+    rng = np.random.default_rng(args.seed)
+
+    # --- rollout: the sampling policy, as in ppo_openvla (stored per episode: images, prompt, tokens) ---------
+    T, M = args.num_steps, args.episodes
+    obs = torch.zeros((T, M, 224, 224, 3), dtype=torch.uint8)
+    tokens = torch.zeros((T, M, ovp.ACTION_DIM), dtype=torch.long)
+    values, successes = torch.zeros((T, M)), torch.zeros((T, M), dtype=torch.bool)
+    last_values, prompts = torch.zeros(M), []
+    model.eval()
+    start = time.time()
+    for first in tqdm(range(0, M, args.num_envs), desc="rollout", unit="round"):
+        cols = slice(first, first + args.num_envs)
+        next_obs, instructions = envs.reset(rng.integers(*openvla_envs.ROLLOUT_SEEDS, size=args.num_envs).tolist())
+        input_ids, attention_mask = processor.tokenize(instructions, device=device)
+        prompts += [(input_ids[i], attention_mask[i]) for i in range(args.num_envs)]
+        for t in range(T):
+            obs[t, cols] = next_obs.cpu()
+            with torch.no_grad():
+                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs))
+            tokens[t, cols], values[t, cols] = sample.tokens.cpu(), sample.values.cpu()
+            next_obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
+            successes[t, cols] = infos["success"].cpu()
+        with torch.no_grad():
+            last_values[cols] = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs),
+                                                       greedy=True).values.cpu()
+    envs.close()
+    rollout_s = time.time() - start
+
+    # --- advantages: PPO's (GAE, learned critic) and the critic-free one (discounted return - mean) -------------
+    alive, terminals = episode_masks(successes, True)  # (T, M): credit ends at the first success
+    rewards = (successes & alive).float()  # 1 at the first success
+    advantages = {"gae": compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)[0],
+                  "mc": compute_gae(rewards, torch.zeros_like(values), terminals, torch.zeros(M), args.gamma, 1.0)[0]}
+    n = alive.sum()
+    for key, adv in advantages.items():
+        mean = adv[alive].mean()
+        advantages[key] = (adv - mean) / (adv[alive].std(unbiased=False) + 1e-8)
+
+    # --- per-episode gradients of the policy-gradient loss (LoRA weights) -------------------------------------------
+    grads = {key: [] for key in advantages}
+    model.train()
+    for i in tqdm(range(M), desc="gradients", unit="episode"):
+        steps = alive[:, i].nonzero().squeeze(-1)
+        ids, mask = prompts[i]
+        ev = model.evaluate_actions(ids.expand(len(steps), -1), mask.expand(len(steps), -1),
+                                    processor.process_images(obs[steps, i].to(device)), tokens[steps, i].to(device))
+        logprob = ev.logprobs.sum(-1)  # (steps,) the composite action's log-prob, as in ppo_update
+        for k, key in enumerate(advantages):
+            loss = -(advantages[key][steps, i].to(device) * logprob).sum() * M / n
+            g = torch.autograd.grad(loss, params, retain_graph=k < len(advantages) - 1)
+            grads[key].append(torch.cat([x.flatten() for x in g]).double().cpu())
+
+    gen = torch.Generator().manual_seed(args.seed)
+    results = {"args": asdict(args), "checkpoint_info": {k: info[k] for k in ("vla_path", "iteration", "global_step")},
+               "rollout_success_once": successes.any(0).float().mean().item(), "steps_in_loss": int(n),
+               "trainable_parameters": sum(p.numel() for p in params), "rollout_s": rollout_s}
+    for key, rows in grads.items():
+        h = torch.stack(rows)  # (M, P)
+        est = noise_scale(h)
+        # spread: the estimate on random halves (without replacement: a resample with repeats would count the
+        # repeated episodes' agreement as signal); wider than the full sample's, so a conservative range
+        halves = [noise_scale(h[torch.randperm(M, generator=gen)[: M // 2]])["B_noise"] for _ in range(args.splits)]
+        halves = np.array([np.inf if b is None else b for b in halves])  # unresolved = beyond any batch
+        est["B_noise_on_halves_5_50_95"] = [None if np.isinf(q) else float(q)
+                                            for q in np.quantile(halves, (0.05, 0.5, 0.95), method="nearest")]
+        est["half_split_cosine"] = half_cosine(h, args.splits, gen)
+        for b in (24, 96, 384):  # the share of an update's expected gain that B episodes deliver
+            est[f"signal_fraction_at_{b}_episodes"] = 0.0 if est["B_noise"] is None else 1 / (1 + max(est["B_noise"], 0) / b)
+        results[key] = est
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
