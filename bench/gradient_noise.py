@@ -21,8 +21,13 @@ is the batch at which signal and noise weigh the same. An update from B episodes
 ~ 1 / sqrt(1 + B_noise / B), and an SGD step at its best learning rate gains 1 / (1 + B_noise / B) of what the
 exact gradient would. A model-free check beside it: the cosine between the gradients of two disjoint halves
 of the episodes (expected ~ 1 / (1 + 2 B_noise / M)), averaged over random splits.
-Two advantages from the same rollout: `gae` (PPO's, with the learned critic) and `mc` (the discounted return
-minus the batch mean, normalised: what GRPO and REINFORCE see, no critic).
+Where M episodes cannot resolve the signal (the |G|^2 estimate near or below 0), a lower bound: flipping the sign
+of each h_i at random gives the statistic's distribution without signal (the noise is symmetric about G), so
+|G|^2 <= (estimate - its 5 % null quantile), at 95 %, and B_noise >= tr(Sigma) / that.
+Three advantages from the same rollout: `gae` (PPO's, with the learned critic), `mc` (the discounted return
+minus the batch mean, normalised: what GRPO and REINFORCE see, no critic) and `synthetic`, an instrument check
+that is not the task: reward 1 for each step whose x token lies in the upper half of the bins (a per-step,
+immediate signal like the review's bandit, which PPO learns in a few iterations), minus its mean.
 """
 
 import json
@@ -76,6 +81,18 @@ def noise_scale(h: torch.Tensor) -> dict[str, float | None]:
     trace = (small - big) * m / (m - 1)
     return {"G2": g2.item(), "trace_sigma": trace.item(),
             "B_noise": (trace / g2).item() if g2 > 0 else None}
+
+
+def noise_scale_lower_bound(h: torch.Tensor, flips: int, gen: torch.Generator) -> float | None:
+    """A 95 % lower bound on B_noise from random sign flips of the h_i (the statistic's no-signal distribution);
+    None when even the bound is not positive."""
+    m = h.shape[0]
+    small = h.pow(2).sum(1).mean()
+    stat = lambda x: m * x.mean(0).pow(2).sum() - small  # noqa: E731  (M - 1) * the |G|^2 estimate
+    null = torch.stack([stat(h * (torch.randint(0, 2, (m, 1), generator=gen, dtype=h.dtype) * 2 - 1))
+                        for _ in range(flips)])
+    g2_upper = (stat(h) - torch.quantile(null, 0.05)) / (m - 1)
+    return (noise_scale(h)["trace_sigma"] / g2_upper).item() if g2_upper > 0 else None
 
 
 def half_cosine(h: torch.Tensor, splits: int, gen: torch.Generator) -> float:
@@ -135,7 +152,8 @@ def main(args: Args) -> None:
     alive, terminals = episode_masks(successes, True)  # (T, M): credit ends at the first success
     rewards = (successes & alive).float()  # 1 at the first success
     advantages = {"gae": compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)[0],
-                  "mc": compute_gae(rewards, torch.zeros_like(values), terminals, torch.zeros(M), args.gamma, 1.0)[0]}
+                  "mc": compute_gae(rewards, torch.zeros_like(values), terminals, torch.zeros(M), args.gamma, 1.0)[0],
+                  "synthetic": (tokens[..., 0] - model.config.action_token_ids[0] >= 128).float()}  # x, upper bins
     n = alive.sum()
     for key, adv in advantages.items():
         mean = adv[alive].mean()
@@ -169,6 +187,7 @@ def main(args: Args) -> None:
         est["B_noise_on_halves_5_50_95"] = [None if np.isinf(q) else float(q)
                                             for q in np.quantile(halves, (0.05, 0.5, 0.95), method="nearest")]
         est["half_split_cosine"] = half_cosine(h, args.splits, gen)
+        est["B_noise_lower_bound_95"] = noise_scale_lower_bound(h, 10 * args.splits, gen)
         for b in (24, 96, 384):  # the share of an update's expected gain that B episodes deliver
             est[f"signal_fraction_at_{b}_episodes"] = 0.0 if est["B_noise"] is None else 1 / (1 + max(est["B_noise"], 0) / b)
         results[key] = est

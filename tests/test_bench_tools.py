@@ -59,14 +59,34 @@ def _eval_results(directory: Path, checkpoints: list[str], cells: dict, temperat
     return directory
 
 
+def _run_side_by_side(*commands: list[str]) -> None:
+    """Run independent commands at the same time; each must exit 0 (as `subprocess.run(check=True)`)."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    try:
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, stderr.decode()[-3000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def test_learning_table_counts_and_fisher_p(tmp_path):
     ckpts = ["runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/checkpoints/iter_000120"]
     key = _eval_results(tmp_path / "key", ckpts, {(ckpts[0], "train"): (70, 200), (ckpts[1], "train"): (170, 200),
                                                    (ckpts[0], "red_cube"): (50, 200), (ckpts[1], "red_cube"): (52, 200)})
     other = _eval_results(tmp_path / "other", ckpts, {(ckpts[0], "lighting"): (0, 100), (ckpts[1], "lighting"): (3, 100)})
-    out = tmp_path / "learning.json"
-    cmd = [sys.executable, str(ROOT / "bench/learning_table.py"), "--evals", str(key), str(other), "--out", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    # three independent runs (own --out each), side by side: each is mostly one core importing
+    sampled = _eval_results(tmp_path / "sampled", ckpts, {(ckpts[0], "train"): (55, 200), (ckpts[1], "train"): (50, 200)},
+                            temperature=1.0)
+    out, labelled, with_sampled = (tmp_path / f"{name}.json" for name in ("learning", "labelled", "with_sampled"))
+    cmd = [sys.executable, str(ROOT / "bench/learning_table.py"), "--evals", str(key), str(other)]
+    _run_side_by_side(
+        [*cmd, "--out", str(out)],
+        [*cmd, "--out", str(labelled), "--labels", f"{ckpts[1]}=ppo_it120"],
+        [*cmd, str(sampled), "--out", str(with_sampled), "--labels", f"{ckpts[1]}=ppo_it120"],
+    )
     table = json.loads(out.read_text())
     assert table["variants"]["train"] == {"prior": [70, 200], "ppo": [170, 200]}
     assert table["variants"]["lighting"] == {"prior": [0, 100], "ppo": [3, 100]}
@@ -74,16 +94,9 @@ def test_learning_table_counts_and_fisher_p(tmp_path):
     assert table["p_vs_prior"]["red_cube"]["ppo"] > 0.5  # 50 vs 52 of 200: no evidence
     assert "170/200 = 0.85" in out.with_suffix(".md").read_text()
     # --labels names checkpoints explicitly (two checkpoints of one run would otherwise share "ppo")
-    cmd += ["--labels", f"{ckpts[1]}=ppo_it120"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    assert json.loads(out.read_text())["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200]}
+    assert json.loads(labelled.read_text())["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200]}
     # a sampled evaluation (--temperature 1) is another quantity: its own labels, tested against the sampled prior
-    sampled = _eval_results(tmp_path / "sampled", ckpts, {(ckpts[0], "train"): (55, 200), (ckpts[1], "train"): (50, 200)},
-                            temperature=1.0)
-    cmd = [sys.executable, str(ROOT / "bench/learning_table.py"), "--evals", str(key), str(other), str(sampled),
-           "--out", str(out), "--labels", f"{ckpts[1]}=ppo_it120"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    table = json.loads(out.read_text())
+    table = json.loads(with_sampled.read_text())
     assert table["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200],
                                           "prior@T1": [55, 200], "ppo_it120@T1": [50, 200]}
     assert table["p_vs_prior"]["train"]["ppo_it120@T1"] > 0.5  # 55 vs 50 of 200, not 70 vs 50
@@ -94,7 +107,7 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     """bench/gradient_noise.py's estimator (McCandlish et al. 2018, appendix A) on synthetic per-episode gradients
     h_i = G + noise with |G|^2 = 1 and tr(Sigma) = 20: B_noise = 20 episodes, half-split cosine ~ 1 / (1 + 40 / M)."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from gradient_noise import half_cosine, noise_scale
+    from gradient_noise import half_cosine, noise_scale, noise_scale_lower_bound
 
     gen = torch.Generator().manual_seed(0)
     m, p = 400, 50
@@ -105,5 +118,6 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     assert est["G2"] == pytest.approx(1.0, abs=0.15) and est["trace_sigma"] == pytest.approx(20.0, rel=0.1)
     assert est["B_noise"] == pytest.approx(20.0, rel=0.2)
     assert half_cosine(h, 50, gen) == pytest.approx(1 / (1 + 40 / m), abs=0.05)
+    assert 10 < noise_scale_lower_bound(h, 500, gen) < 20  # a 95 % lower bound: below the truth, not far below
     pure_noise = noise_scale(torch.randn(m, p, generator=gen, dtype=torch.float64))["B_noise"]
     assert pure_noise is None or pure_noise > 100  # no signal: unresolved, or a scale far beyond the sample
