@@ -8,7 +8,8 @@ whose success it optimises, and more passes over each batch made it worse. Both 
 mostly noise. This measures that directly, with the script's own pieces.
 
 Method (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training", appendix A). Roll out `episodes`
-episodes of the task with the checkpoint's sampling policy (temperature 1, seeds from the rollout band), compute
+episodes of the task with the checkpoint's sampling policy (`--temperature`, 1 as in training; seeds from the
+rollout band), compute
 advantages as `ppo_openvla` does (`episode_masks`, `compute_gae` with the checkpoint's value head, time limits
 bootstrapped, normalised over the steps in the loss), then the gradient of the policy-gradient loss (PPO's
 surrogate at ratio 1) with respect to the trainable LoRA weights, one episode at a time:
@@ -59,6 +60,9 @@ class Args:
     """parallel envs (worker processes on the CPU back-end)"""
     num_steps: int = 80
     """steps per episode"""
+    temperature: float = 1.0
+    """sampling temperature of the rollout and of the log-probs (the scripts' --temperature: a lower one is a
+    sharper policy with less noise per step)"""
     gamma: float = 0.99
     """discount factor (PPO's default)"""
     gae_lambda: float = 0.95
@@ -138,7 +142,8 @@ def main(args: Args) -> None:
         for t in range(T):
             obs[t, cols] = next_obs.cpu()
             with torch.no_grad():
-                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs))
+                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs),
+                                                temperature=args.temperature)
             tokens[t, cols], values[t, cols] = sample.tokens.cpu(), sample.values.cpu()
             next_obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
             successes[t, cols] = infos["success"].cpu()
@@ -166,7 +171,8 @@ def main(args: Args) -> None:
         steps = alive[:, i].nonzero().squeeze(-1)
         ids, mask = prompts[i]
         ev = model.evaluate_actions(ids.expand(len(steps), -1), mask.expand(len(steps), -1),
-                                    processor.process_images(obs[steps, i].to(device)), tokens[steps, i].to(device))
+                                    processor.process_images(obs[steps, i].to(device)), tokens[steps, i].to(device),
+                                    temperature=args.temperature)
         logprob = ev.logprobs.sum(-1)  # (steps,) the composite action's log-prob, as in ppo_update
         for k, key in enumerate(advantages):
             loss = -(advantages[key][steps, i].to(device) * logprob).sum() * M / n
