@@ -145,8 +145,9 @@ class Args:
     """stop the epoch's remaining minibatches once the approximate KL exceeds this (None: never)"""
     temperature: float = 1.0
     """sampling temperature of the rollout policy (the learning policy uses the same)"""
-    reward: Literal["sparse", "shaped"] = "sparse"
-    """sparse: per-step success indicator (the blog's); shaped: RL4VLA's grasp/hold/place potential"""
+    reward: Literal["sparse", "shaped", "progress"] = "sparse"
+    """sparse: per-step success indicator (the blog's); shaped: RL4VLA's grasp/hold/place potential; progress:
+    that potential plus gripper->object and object->target distance terms (a signal at every step)"""
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     """weights of the base model: auto = bfloat16 on GPU, float32 on CPU"""
     load_in_4bit: bool = False

@@ -7,9 +7,12 @@ a towel (a thin cloth-coloured box with stripes), a plate (a low white disc) and
 object, laid out without overlap from the episode seed. One fixed camera in front of the table, facing the
 robot (like the Bridge camera, from the other side), gives 224x224 RGB. Success = the instructed object
 rests on the instructed receptacle, released and nearly still. Reward, per step: `sparse` = the success
-indicator (the blog's), or `shaped` = RL4VLA's potential with milestones +0.1 grasped, +0.1 grasp held 5
-steps, +1 on target; the reward is the change of that potential, so an episode's return is at most 1.2
-and undoing progress costs what it earned. Episodes have a fixed length (80 steps) and never end early.
+indicator (the blog's), `shaped` = RL4VLA's potential with milestones +0.1 grasped, +0.1 grasp held 5
+steps, +1 on target, or `progress` = that potential plus two continuous terms, 0.1 (1 - tanh(10 d)) for
+the gripper's distance d to the object and 0.2 (1 - tanh(10 d)) for the object's to the target, so that
+every step's motion earns or costs a little; the reward is the change of the potential (shaping that
+keeps the optimal policy, Ng et al. 1999), so a return is at most 1.2 (1.5 with progress) and undoing
+progress costs what it earned. Episodes have a fixed length (80 steps) and never end early.
 
 Variants (`VARIANTS`): `train` (green cube -> towel, a plate beside it) and OOD variants in RL4VLA's
 three categories: vision (table, textures, image noise, lighting, a distractor), semantic (objects,
@@ -225,6 +228,7 @@ UNSEEN_CUBE_REGION = (-0.18, 0.05, 0.19, 0.26)  # mirrored to y < 0 half the tim
 # Facing the robot across the table, high enough that the arm's start pose hides little of the workspace.
 CAMERA_POSE = sapien_utils.look_at(eye=[0.5, 0.0, 0.5], target=[-0.1, 0.0, 0.05])
 GRASP_HOLD_STEPS = 5  # RL4VLA's "sustained grasp" milestone
+PROGRESS_WEIGHTS = (0.1, 0.2)  # `progress` reward: gripper -> object, object -> target (each milestone weighs 0.1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -237,7 +241,7 @@ class OpenVLATabletopEnv(BaseEnv):
     instructed object whatever its shape."""
 
     SUPPORTED_ROBOTS = ["panda"]
-    SUPPORTED_REWARD_MODES = ["dense", "none"]  # dense = RL4VLA's shaped reward; sparse is the VecEnv's
+    SUPPORTED_REWARD_MODES = ["dense", "none"]  # dense = `shaped` or `progress`; sparse is the VecEnv's
 
     def __init__(
         self,
@@ -258,6 +262,7 @@ class OpenVLATabletopEnv(BaseEnv):
         unseen_cube_region: bool = False,
         init_qpos_offset: Sequence[float] | None = None,
         cube_move_step: int | None = None,
+        progress_reward: bool = False,
         robot_uids: str = "panda",
         **kwargs: Any,
     ):
@@ -265,7 +270,8 @@ class OpenVLATabletopEnv(BaseEnv):
         so train's layouts stay; a third one after all train's objects); `target`: the instructed one, which
         must appear once. `texture_mix`: weight of a random texture, drawn per episode, blended over the
         objects' and receptacles' pixels; `noise_mix`: weight of uniform noise, drawn anew every step,
-        blended over the whole image. Both only touch the camera image, never the simulation."""
+        blended over the whole image. Both only touch the camera image, never the simulation.
+        `progress_reward`: the dense reward (reward_mode="dense") adds the two distance terms (`progress`)."""
         if cube_color not in COLORS or (distractor_color is not None and distractor_color not in COLORS):
             raise ValueError(f"colours must be among {sorted(COLORS)}")
         if shape not in SHAPES or distractor_shape not in SHAPES or not set(receptacles) <= set(RECEPTACLES):
@@ -281,6 +287,7 @@ class OpenVLATabletopEnv(BaseEnv):
         self.unseen_cube_region = unseen_cube_region
         self.init_qpos_offset = init_qpos_offset
         self.cube_move_step = cube_move_step
+        self.progress_reward = progress_reward
         super().__init__(*args, robot_uids=robot_uids, **kwargs)
 
     @property
@@ -475,6 +482,11 @@ class OpenVLATabletopEnv(BaseEnv):
         self._milestones[:, 0] |= info["is_grasped"]
         self._milestones[:, 1] |= self._grasp_streak >= GRASP_HOLD_STEPS
         potential = 0.1 * self._milestones.sum(1) + 1.0 * info["success"]
+        if self.progress_reward:  # the episode's first step also earns its start state's small potential (< 0.05)
+            goal = self._target_top()[0] + torch.tensor([0.0, 0.0, self.shape.half[2]], device=self.device)
+            reach = 1 - torch.tanh(10 * torch.linalg.norm(self.cube.pose.p - self.agent.tcp_pose.p, dim=1))
+            place = 1 - torch.tanh(10 * torch.linalg.norm(self.cube.pose.p - goal, dim=1))
+            potential = potential + PROGRESS_WEIGHTS[0] * reach + PROGRESS_WEIGHTS[1] * place
         reward, self._potential = potential - self._potential, potential
         return reward
 
@@ -1047,7 +1059,7 @@ def make_envs(
     *,
     device: str | torch.device = "cpu",
     backend: Literal["auto", "gpu", "cpu"] = "auto",
-    reward: Literal["sparse", "shaped"] = "sparse",
+    reward: Literal["sparse", "shaped", "progress"] = "sparse",
     max_episode_steps: int = 80,
     start_method: str = "spawn",
     **env_kwargs: Any,
@@ -1057,12 +1069,12 @@ def make_envs(
     `env_kwargs` override the variant's task kwargs. Raises ValueError for unknown names and
     `MissingAssetsError` for Bridge or RL4VLA tasks that are not installed."""
     env_id, kwargs, robot = resolve(env_id_or_variant)
-    if backend not in ("auto", "gpu", "cpu") or reward not in ("sparse", "shaped"):
+    if backend not in ("auto", "gpu", "cpu") or reward not in ("sparse", "shaped", "progress"):
         raise ValueError(
-            f"backend must be auto|gpu|cpu and reward sparse|shaped, got {backend!r}, {reward!r}"
+            f"backend must be auto|gpu|cpu and reward sparse|shaped|progress, got {backend!r}, {reward!r}"
         )
-    if reward == "shaped" and robot != "panda":
-        raise ValueError("the shaped reward exists only for the built-in Panda tasks; use reward='sparse'")
+    if reward != "sparse" and robot != "panda":
+        raise ValueError(f"the {reward} reward exists only for the built-in Panda tasks; use reward='sparse'")
     if backend == "auto":
         backend = "gpu" if gpu_physx_available() else "cpu"
     elif backend == "gpu" and not gpu_physx_available():
@@ -1073,11 +1085,13 @@ def make_envs(
         kwargs.update(
             obs_mode="rgb",
             control_mode="pd_ee_delta_pose",
-            reward_mode="dense" if reward == "shaped" else "none",
+            reward_mode="none" if reward == "sparse" else "dense",
         )
+        if reward == "progress":
+            kwargs.update(progress_reward=True)
     else:  # the Bridge (and RL4VLA) tasks support only this mode; their default controller is the one we convert for
         kwargs.update(obs_mode="rgb+segmentation")
     return VecEnv(
-        env_id, kwargs, num_envs, robot, backend, device, max_episode_steps, reward == "shaped", start_method,
+        env_id, kwargs, num_envs, robot, backend, device, max_episode_steps, reward != "sparse", start_method,
         reset_options,
     )

@@ -33,8 +33,9 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    gradient through, available as `--value-head-grad` for ablation.
 5. Defaults follow RL4VLA where the blog is silent: LoRA lr 1e-4, value-head lr 3e-3 (separate Adam
    groups), clip 0.2, 1 epoch, gradient-norm clip 10, no entropy bonus, no KL penalty; the reward is the
-   blog's success indicator (`--reward sparse`) or RL4VLA's shaped potential. Unlike RL4VLA the value
-   loss is not clipped (`--clip-vloss` restores it; `--vf-huber` is RL4VLA's Huber loss): a clip of 0.2
+   blog's success indicator (`--reward sparse`), RL4VLA's shaped potential or that plus distance terms
+   (`--reward progress`, openvla_envs). Unlike RL4VLA the value loss is not clipped (`--clip-vloss`
+   restores it; `--vf-huber` is RL4VLA's Huber loss): a clip of 0.2
    lets V move 0.2 per iteration and then gives no gradient, too slow for returns that span 0-1 or
    more. And the norm clip applies to the policy's and the value head's gradients separately, so that
    a large value error does not shrink the policy's step.
@@ -145,8 +146,9 @@ class Args:
     """stop the epoch's remaining minibatches once the approximate KL exceeds this (None: never)"""
     temperature: float = 1.0
     """sampling temperature of the rollout policy (the learning policy uses the same)"""
-    reward: Literal["sparse", "shaped"] = "sparse"
-    """sparse: per-step success indicator (the blog's); shaped: RL4VLA's grasp/hold/place potential"""
+    reward: Literal["sparse", "shaped", "progress"] = "sparse"
+    """sparse: per-step success indicator (the blog's); shaped: RL4VLA's grasp/hold/place potential; progress:
+    that potential plus gripper->object and object->target distance terms (a signal at every step)"""
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     """weights of the base model: auto = bfloat16 on GPU, float32 on CPU"""
     load_in_4bit: bool = False

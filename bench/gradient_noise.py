@@ -28,7 +28,9 @@ of each h_i at random gives the statistic's distribution without signal (the noi
 Three advantages from the same rollout: `gae` (PPO's, with the learned critic), `mc` (the discounted return
 minus the batch mean, normalised: what GRPO and REINFORCE see, no critic) and `synthetic`, an instrument check
 that is not the task: reward 1 for each step whose x token lies in the upper half of the bins (a per-step,
-immediate signal like the review's bandit, which PPO learns in a few iterations), minus its mean.
+immediate signal like the review's bandit, which PPO learns in a few iterations), minus its mean. With
+`--reward shaped|progress` a fourth, `mc_<reward>`: the critic-free advantage of that reward (openvla_envs), on
+the same episodes, so that the rewards' noise scales compare on one sample of the policy.
 """
 
 import json
@@ -36,6 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -60,6 +63,8 @@ class Args:
     """parallel envs (worker processes on the CPU back-end)"""
     num_steps: int = 80
     """steps per episode"""
+    reward: Literal["sparse", "shaped", "progress"] = "sparse"
+    """the env's reward (the scripts' --reward): shaped or progress adds `mc_<reward>` to the sparse advantages"""
     temperature: float = 1.0
     """sampling temperature of the rollout and of the log-probs (the scripts' --temperature: a lower one is a
     sharper policy with less noise per step)"""
@@ -123,7 +128,7 @@ def main(args: Args) -> None:
                                     with_value_head=True)
     stats = ovp.action_stats(model.config, info["unnorm_key"])
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
-    envs = openvla_envs.make_envs(args.env_id, args.num_envs, device=device, backend="cpu",
+    envs = openvla_envs.make_envs(args.env_id, args.num_envs, device=device, backend="cpu", reward=args.reward,
                                   max_episode_steps=args.num_steps)
     rng = np.random.default_rng(args.seed)
 
@@ -131,7 +136,7 @@ def main(args: Args) -> None:
     T, M = args.num_steps, args.episodes
     obs = torch.zeros((T, M, 224, 224, 3), dtype=torch.uint8)
     tokens = torch.zeros((T, M, ovp.ACTION_DIM), dtype=torch.long)
-    values, successes = torch.zeros((T, M)), torch.zeros((T, M), dtype=torch.bool)
+    values, successes, env_rewards = torch.zeros((T, M)), torch.zeros((T, M), dtype=torch.bool), torch.zeros((T, M))
     last_values, prompts = torch.zeros(M), []
     model.eval()
     start = time.time()
@@ -146,8 +151,8 @@ def main(args: Args) -> None:
                 sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs),
                                                 temperature=args.temperature)
             tokens[t, cols], values[t, cols] = sample.tokens.cpu(), sample.values.cpu()
-            next_obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
-            successes[t, cols] = infos["success"].cpu()
+            next_obs, reward, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
+            successes[t, cols], env_rewards[t, cols] = infos["success"].cpu(), reward.cpu()
         with torch.no_grad():
             last_values[cols] = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs),
                                                        greedy=True).values.cpu()
@@ -160,6 +165,9 @@ def main(args: Args) -> None:
     advantages = {"gae": compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)[0],
                   "mc": compute_gae(rewards, torch.zeros_like(values), terminals, torch.zeros(M), args.gamma, 1.0)[0],
                   "synthetic": (tokens[..., 0] - model.config.action_token_ids[0] >= 128).float()}  # x, upper bins
+    if args.reward != "sparse":  # as the scripts do: the reward up to the first success, nothing after
+        advantages[f"mc_{args.reward}"] = compute_gae(env_rewards * alive, torch.zeros_like(values), terminals,
+                                                      torch.zeros(M), args.gamma, 1.0)[0]
     n = alive.sum()
     for key, adv in advantages.items():
         mean = adv[alive].mean()

@@ -381,6 +381,26 @@ def test_expert_succeeds_on_train_with_the_shaped_return():
         assert ret == pytest.approx(1.2, abs=1e-4)  # grasp 0.1 + sustained grasp 0.1 + on target 1.0
 
 
+def test_progress_reward_pays_the_approach_and_telescopes():
+    """`progress` adds distance terms to the milestones: the expert's first steps, which bring the gripper to the
+    cube, earn a little (the milestone reward pays 0 there), and the return is the final state's potential."""
+    env = single("train", obs_mode="state", reward_mode="dense", progress_reward=True)
+    u = env.unwrapped
+    env.reset(seed=10)
+    rewards = []
+    for _ in range(80):
+        _, reward, _, _, info = env.step(u.expert_action())
+        rewards.append(reward.item())
+    assert info["success"].item()
+    assert all(r > 0 for r in rewards[:4]), rewards[:4]
+    goal = u._target_top()[0][0] + torch.tensor([0.0, 0.0, u.shape.half[2]])
+    cube = u.cube.pose.p[0]
+    reach = 1 - torch.tanh(10 * torch.linalg.norm(cube - u.agent.tcp_pose.p[0]))
+    place = 1 - torch.tanh(10 * torch.linalg.norm(cube - goal))
+    final = 0.1 + 0.1 + 1.0 + oe.PROGRESS_WEIGHTS[0] * reach + oe.PROGRESS_WEIGHTS[1] * place
+    assert sum(rewards) == pytest.approx(final.item(), abs=1e-4) and sum(rewards) > 1.3
+
+
 def test_expert_noise_is_seeded():
     env = single("train", obs_mode="state")
     u = env.unwrapped
