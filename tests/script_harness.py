@@ -1,9 +1,11 @@
 """What the tests of the three RL scripts share: running a script as a subprocess (in the foreground, or in
-the background in its own process group), reading its tensorboard scalars, the exact-resume check, and the
-bandit learning check of the update functions."""
+the background in its own process group) or, for runs that must fail before any env starts, in this process;
+reading its tensorboard scalars, the exact-resume check, and the bandit learning check of the update functions."""
 
 import contextlib
 import os
+import random
+import runpy
 import shutil
 import signal
 import subprocess
@@ -37,6 +39,32 @@ def run_script(script: str, args: list[str], cwd: Path, launcher=PYTHON, timeout
                           timeout=timeout)
 
 
+def run_cli_in_process(script: str, args: list[str], cwd: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """`python script args` run in this process (`runpy`, as `__main__`: the script's own CLI block) from `cwd`,
+    for a run that must stop with an error before it starts any env: what a subprocess would add is a fresh
+    interpreter's ~10 s of imports (the smoke runs cover the CLI in a subprocess). The global state that a run
+    may set before failing (torch's deterministic mode, RNGs, threads and default dtype; the SIGTERM/SIGINT
+    handlers, installed later in a run) is restored. -> (exit code, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch_rng, python_rng = torch.get_rng_state(), random.getstate()
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_rng_state(torch_rng)
+        random.setstate(python_rng)
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return exit_info.value.code, capsys.readouterr().err
+
+
 def run_to_dir(script: str, args: list[str], out: Path) -> Path:
     """Run the script with `--output-dir out/runs`, require exit 0, return its (single) run directory."""
     proc = run_script(script, [*args, "--output-dir", str(out / "runs")], cwd=out)
@@ -61,10 +89,14 @@ def background(script: str, args: list[str], out: Path, launcher=PYTHON):
 
 
 def smoke_and_torchrun_fixtures(script: str, smoke: list[str], port: int, torchrun_args: Sequence[str] = ()):
-    """Module fixtures `(torchrun_run, smoke_run)`: a 2-rank run (1 iteration, `torchrun_args` added to
+    """Module fixtures `(torchrun_run, smoke_run, resume_run)`: a 2-rank run (1 iteration, `torchrun_args` added to
     `smoke`) started in the background, and the 2-iteration smoke run, which runs while it goes. Each is
     mostly one busy process waiting on env workers, so on 2 cores the pair takes little longer than one.
-    Use: `torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, port)` in a test module."""
+    `resume_run` resumes the smoke run's first checkpoint for its second iteration (see `assert_exact_resume`), in
+    the background too: the module's first test of the smoke run requests it, so that it runs while the module's
+    in-process tests do (a resumed run is mostly single-core start-up), and the tests that wait for the
+    background runs come last in the module.
+    Use: `torchrun_run, smoke_run, resume_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, port)` in a test module."""
 
     @pytest.fixture(scope="module")
     def torchrun_run(tmp_path_factory):
@@ -77,7 +109,26 @@ def smoke_and_torchrun_fixtures(script: str, smoke: list[str], port: int, torchr
     def smoke_run(tmp_path_factory, torchrun_run):
         return run_to_dir(script, [*smoke, "--num-iterations", "2"], tmp_path_factory.mktemp("smoke"))
 
-    return torchrun_run, smoke_run
+    @pytest.fixture(scope="module")
+    def resume_run(tmp_path_factory, smoke_run):
+        """A copy of the smoke run without its iteration-2 checkpoint, resumed from iteration 1 to 2 in the
+        background -> (process, its directory, the copy). Meanwhile this process's torch runs on one thread: two
+        OpenMP threads wait for each other at every op whenever another process holds a core (the PPO bandit
+        check took 10x longer that way, 1.2x on one thread), and the results do not depend on it."""
+        out = tmp_path_factory.mktemp("resume")
+        copy = out / smoke_run.name
+        shutil.copytree(smoke_run, copy)
+        shutil.rmtree(copy / "checkpoints" / "iter_000002")
+        args = [*smoke, "--num-iterations", "2", "--resume", str(copy / "checkpoints" / "iter_000001")]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with background(script, args, out) as proc:
+                yield proc, out, copy
+        finally:
+            torch.set_num_threads(threads)
+
+    return torchrun_run, smoke_run, resume_run
 
 
 def assert_ranks_identical(proc: subprocess.Popen, out: Path) -> None:
@@ -102,16 +153,13 @@ def _trainable(ckpt: Path, files: tuple[str, ...]) -> dict[str, torch.Tensor]:
     return {f"{f}:{k}": v for f in files for k, v in load_file(ckpt / f).items()}
 
 
-def assert_exact_resume(script: str, smoke_args: list[str], smoke_run: Path, tmp_path: Path,
-                        files: tuple[str, ...] = ("adapter_model.safetensors",)) -> None:
-    """`smoke_run` ran 2 iterations straight with a checkpoint after each; 1 iteration + resume + 1 more must
-    give the same trainable weights bit for bit, and those must differ from iteration 1's."""
-    copy = tmp_path / smoke_run.name
-    shutil.copytree(smoke_run, copy)
-    shutil.rmtree(copy / "checkpoints" / "iter_000002")
-    proc = run_script(script, [*smoke_args, "--num-iterations", "2", "--resume",
-                               str(copy / "checkpoints" / "iter_000001")], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def assert_exact_resume(resume_run, smoke_run: Path, files: tuple[str, ...] = ("adapter_model.safetensors",)) -> None:
+    """`smoke_run` ran 2 iterations straight with a checkpoint after each; 1 iteration + resume + 1 more (`resume_run`
+    of `smoke_and_torchrun_fixtures`) must give the same trainable weights bit for bit, and those must differ from
+    iteration 1's."""
+    proc, out, copy = resume_run
+    returncode = proc.wait(timeout=600)
+    assert returncode == 0, (out / "stderr").read_text()[-3000:]
     straight = _trainable(smoke_run / "checkpoints" / "iter_000002", files)
     resumed = _trainable(copy / "checkpoints" / "iter_000002", files)
     assert straight.keys() == resumed.keys()

@@ -1,6 +1,6 @@
 """Tests of openvla_envs.py on the CPU (SAPIEN renders with Mesa's lavapipe). The worker-process
-back-end is built once per module; single in-process envs check the variants, which is cheap after
-the first env of the process."""
+back-end is built once per session (conftest's `train_envs`); single in-process envs check the variants,
+which is cheap while another env of the process is alive (conftest's `renderer_kept_alive`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import openvla_envs as oe
 import openvla_patch as ovp
 
 SEED = 3
+
+# every env this module makes in-process (and AsyncVectorEnv's throwaway one) starts in ~1 s, not ~10 s
+pytestmark = pytest.mark.usefixtures("renderer_kept_alive")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,14 +127,8 @@ def test_missing_bridge_assets_name_the_download_command():
 # ----------------------------------------------------------------------------------------------------
 # The CPU worker back-end
 # ----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def envs():
-    envs = oe.make_envs("train", 2, backend="cpu", max_episode_steps=60)
-    yield envs
-    envs.close()
-
-
-def test_same_seeds_same_images_different_seeds_different_layouts(envs):
+def test_same_seeds_same_images_different_seeds_different_layouts(train_envs):
+    envs = train_envs
     images, instructions = envs.reset([SEED, SEED])
     assert images.shape == (2, 224, 224, 3) and images.dtype == torch.uint8 and images.device.type == "cpu"
     assert instructions == ["put the green cube on the towel"] * 2 and envs.robot == "panda"
@@ -140,7 +137,8 @@ def test_same_seeds_same_images_different_seeds_different_layouts(envs):
     assert (images[0].int() - images[1].int()).abs().gt(30).sum() > 200
 
 
-def test_expert_episode_through_workers(envs):
+def test_expert_episode_through_workers(train_envs):
+    envs = train_envs
     first, _ = envs.reset([0, 1])
     total = torch.zeros(2)
     for t in range(envs.max_episode_steps):

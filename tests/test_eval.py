@@ -1,7 +1,10 @@
 """eval_generalization.py: Wilson intervals, checkpoint resolution, the suite end to end, resuming, bad input."""
 
+import contextlib
+import io
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "eval_generalization.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=900)
+
+
+def run_eval_in_process(*args: str, cwd: Path) -> str:
+    """eval_generalization.py's CLI (its `__main__` block) in this process, from `cwd`; it must succeed. -> its
+    stdout. For runs after the subprocess one of `suite`, which covers the CLI in a fresh interpreter: in-process,
+    the imports are paid once, and the env workers spawned from here import ManiSkill only, not the script."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        mp.chdir(cwd)
+        mp.setattr(sys, "argv", ["eval_generalization.py", *args])
+        try:
+            runpy.run_path(str(ROOT / "eval_generalization.py"), run_name="__main__")
+        except SystemExit as exit_info:
+            pytest.fail(f"exit {exit_info.code}: {stderr.getvalue()[-3000:]}")
+    return stdout.getvalue()
 
 
 def test_wilson_interval_hand_computed():
@@ -69,11 +87,11 @@ def suite(tiny_dir, rl_run_dir, tmp_path_factory):
             "--num-envs", "1", "--max-episode-steps", "4", "--videos-per-variant", "1", "--output-dir", "out"]
     proc = run_eval(*args, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return work / "out", proc, args
+    return work / "out", proc
 
 
 def test_table_json_png_videos(suite, tiny_dir, rl_run_dir):
-    out, proc, _ = suite
+    out, proc = suite
     assert "| variant | category | success_once | 95% CI | success_at_end | 95% CI | n |" in proc.stdout
     assert f"Δ success_once vs {tiny_dir}" in proc.stdout and "greedy decoding" in proc.stdout
     results = json.loads((out / "results.json").read_text())
@@ -100,14 +118,28 @@ def test_table_json_png_videos(suite, tiny_dir, rl_run_dir):
     assert len(cell["success_once_per_episode"]) == 2 and cell["settings"]["max_episode_steps"] == 4
 
 
-def test_rerun_skips_finished_cells(suite):
-    out, _, args = suite
+@pytest.fixture(scope="module")
+def rerun(suite, tiny_dir, rl_run_dir, tmp_path_factory, renderer_kept_alive):
+    """The suite's output (copied) evaluated again with the same settings over `train`, whose cells are finished,
+    and `dynamic_noise_weak`, whose are not: one run checks resuming and, `train` and `dynamic_noise_weak` both
+    being in RL4VLA's suite, the RL4VLA report end to end (a run of its own cost ~70 s, mostly env start-up).
+    -> (output dir, its stdout, the cell files' mtimes before the run)."""
+    work = tmp_path_factory.mktemp("rerun")
+    out = work / "out"
+    shutil.copytree(suite[0], out)
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
-    assert len(before) == 4
-    proc = run_eval(*args, cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "4 finished (checkpoint, variant) results" in proc.stdout
-    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")} == before
+    stdout = run_eval_in_process("--checkpoints", str(tiny_dir), str(rl_run_dir), "--variants", "train",
+                                 "dynamic_noise_weak", "--episodes", "2", "--num-envs", "1", "--max-episode-steps", "4",
+                                 "--videos-per-variant", "0", "--output-dir", "out", cwd=work)
+    return out, stdout, before
+
+
+def test_rerun_skips_finished_cells(rerun):
+    out, stdout, before = rerun
+    assert len(before) == 4  # the suite's 2 checkpoints x (train, red_cube)
+    assert "2 finished (checkpoint, variant) results" in stdout  # train, for both checkpoints
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # not re-run, not rewritten
+    assert len(list(out.glob("runs/*/dynamic_noise_weak.json"))) == 2  # the unfinished cells did run
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -126,16 +158,15 @@ def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, ca
     assert len(lines) == 1 and needle in lines[0], lines
 
 
-def test_rl4vla_variants_get_rl4vla_summary_end_to_end(tiny_dir, tmp_path):
-    args = ["--checkpoints", str(tiny_dir), "--variants", "train", "dynamic_noise_weak", "--episodes", "1",
-            "--num-envs", "1", "--max-episode-steps", "2", "--videos-per-variant", "0", "--output-dir", "out"]
-    proc = run_eval(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [s["group"] for s in results["rl4vla_summary"]] == ["in_distribution", "vision", "ood"]
-    assert results["rl4vla_summary"][2]["variants"] == ["dynamic_noise_weak"]
-    assert "### RL4VLA's table: success_at_end (%)" in (tmp_path / "out" / "results.md").read_text()
-    assert (tmp_path / "out" / "results_rl4vla.png").read_bytes()[:4] == b"\x89PNG"
+def test_rl4vla_variants_get_rl4vla_summary_end_to_end(rerun, tiny_dir, rl_run_dir):
+    out, _, _ = rerun
+    results = json.loads((out / "results.json").read_text())
+    summary = results["rl4vla_summary"]
+    assert [(s["checkpoint"], s["group"]) for s in summary] == [
+        (str(c), g) for c in (tiny_dir, rl_run_dir) for g in ("in_distribution", "vision", "ood")]
+    assert summary[2]["variants"] == ["dynamic_noise_weak"]
+    assert "### RL4VLA's table: success_at_end (%)" in (out / "results.md").read_text()
+    assert (out / "results_rl4vla.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rl4vla_summary_pools_categories_and_lays_out_rl4vla_table():

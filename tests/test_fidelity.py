@@ -162,9 +162,19 @@ def test_no_remote_code_invents_none(tiny_dir, tmp_path):
 # --- 6. no bitsandbytes without 4-bit -------------------------------------------------------------------
 
 
-def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+def _python_side_by_side(*runs: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """`python -c code args` for each (code, *args), each in a fresh interpreter (what is imported is the point),
+    all at the same time: each is mostly one core importing."""
+    procs = [subprocess.Popen([sys.executable, "-c", *run], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for run in runs]
+    try:
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+        return [subprocess.CompletedProcess(proc.args, proc.returncode, *out)
+                for proc, out in zip(procs, outputs, strict=True)]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 # bitsandbytes logs its kernels-community warning only on CPUs with AVX512-BF16: pretend this is one.
@@ -181,13 +191,15 @@ WARNING = "Failed to load CPU gemm_4bit_forward"
 
 def test_no_bitsandbytes_and_no_warning_without_4bit(tiny_dir):
     lora = f"openvla_patch.{LoraSettings(rank=2)!r}"
-    done = _python(FAKE_AVX512_BF16 + "import torch, openvla_patch\n"
-                   "openvla_patch.load_vla(sys.argv[1], dtype=torch.float32)\n"
-                   "print('bitsandbytes' in sys.modules, 'peft' in sys.modules)\n"
-                   # peft imports bitsandbytes whenever it is installed: with LoRA it is imported, quietly
-                   f"openvla_patch.load_vla(sys.argv[1], dtype=torch.float32, lora={lora})", str(tiny_dir))
+    done, control = _python_side_by_side(
+        (FAKE_AVX512_BF16 + "import torch, openvla_patch\n"
+         "openvla_patch.load_vla(sys.argv[1], dtype=torch.float32)\n"
+         "print('bitsandbytes' in sys.modules, 'peft' in sys.modules)\n"
+         # peft imports bitsandbytes whenever it is installed: with LoRA it is imported, quietly
+         f"openvla_patch.load_vla(sys.argv[1], dtype=torch.float32, lora={lora})", str(tiny_dir)),
+        (FAKE_AVX512_BF16 + "import bitsandbytes",),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
-    control = _python(FAKE_AVX512_BF16 + "import bitsandbytes")
     if WARNING in control.stderr:  # what this bitsandbytes prints when imported plainly on such a CPU
         assert WARNING not in done.stderr

@@ -15,7 +15,6 @@ from script_harness import (
     smoke_and_torchrun_fixtures,
 )
 
-import openvla_envs
 import openvla_patch as ovp
 from grpo_openvla import Args, group_advantages, group_seeds, grpo_update, main
 
@@ -33,10 +32,12 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
 SCRIPT = "grpo_openvla.py"
 
 
-torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29537, ["--num-envs", "4"])
+torchrun_run, smoke_run, resume_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29537, ["--num-envs", "4"])
 
 
-def test_smoke_logs_and_checkpoints(smoke_run):
+def test_smoke_logs_and_checkpoints(smoke_run, resume_run):
+    # resume_run is only started here: it runs in the background during the tests below, and
+    # test_exact_resume, at the end of the module, waits for it
     logged = scalars(smoke_run)
     assert LOG_KEYS <= set(logged), LOG_KEYS - set(logged)
     assert not {"losses/value_loss", "losses/explained_variance"} & set(logged)
@@ -51,15 +52,6 @@ def test_smoke_logs_and_checkpoints(smoke_run):
     assert list((smoke_run / "videos").glob("train_*.mp4"))
     model, _ = ovp.load_vla("tiny", dtype=torch.float32, adapter_path=ckpts[-1])
     assert_lora_trained(model)
-
-
-def test_exact_resume(smoke_run, tmp_path):
-    """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
-    assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path)
-
-
-def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
-    assert_ranks_identical(*torchrun_run)
 
 
 @pytest.mark.parametrize("num_envs, group_size, message", [
@@ -84,16 +76,12 @@ def test_group_seeds_repeat_within_a_group_and_are_fresh_across_groups_and_calls
     assert set(first).isdisjoint(second)
 
 
-def test_envs_of_a_group_render_identical_first_images():
-    envs = openvla_envs.make_envs("train", 2, backend="cpu", max_episode_steps=2)
-    try:
-        rng = np.random.default_rng(0)
-        same, _ = envs.reset(group_seeds(rng, 2, 2))  # one group of 2: one seed
-        assert torch.equal(same[0], same[1])
-        different, _ = envs.reset(group_seeds(rng, 2, 1))  # two groups of 1: two seeds
-        assert not torch.equal(different[0], different[1])
-    finally:
-        envs.close()
+def test_envs_of_a_group_render_identical_first_images(train_envs):
+    rng = np.random.default_rng(0)
+    same, _ = train_envs.reset(group_seeds(rng, 2, 2))  # one group of 2: one seed
+    assert torch.equal(same[0], same[1])
+    different, _ = train_envs.reset(group_seeds(rng, 2, 1))  # two groups of 1: two seeds
+    assert not torch.equal(different[0], different[1])
 
 
 def test_group_advantages_are_centred_and_scaled_per_group():
@@ -178,3 +166,15 @@ def test_grpo_update_learns_a_bandit(tiny_dir):
 
     before, after = bandit_learning(tiny_dir, grpo_update, Args(num_minibatches=4), fill, iterations=12)
     assert 0.35 < before < 0.65 and after >= 0.8, (before, after)
+
+
+# --- the background runs (started by the fixtures above, running during the in-process tests), waited for last ---
+
+
+def test_exact_resume(smoke_run, resume_run):
+    """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
+    assert_exact_resume(resume_run, smoke_run)
+
+
+def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
+    assert_ranks_identical(*torchrun_run)

@@ -10,7 +10,7 @@ from script_harness import (
     assert_lora_trained,
     assert_ranks_identical,
     bandit_learning,
-    run_script,
+    run_cli_in_process,
     scalars,
     smoke_and_torchrun_fixtures,
 )
@@ -30,11 +30,13 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
 
 # the 2-rank run also trains the vision towers (at their own learning rate): they must stay in sync too
 VISION_LR = 2e-5
-torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29517,
-                                                      ["--train-vision", "--vision-learning-rate", str(VISION_LR)])
+torchrun_run, smoke_run, resume_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29517,
+                                                                  ["--train-vision", "--vision-learning-rate", str(VISION_LR)])
 
 
-def test_smoke_logs_and_checkpoints(smoke_run):
+def test_smoke_logs_and_checkpoints(smoke_run, resume_run):
+    # resume_run is only started here: it runs in the background during the tests below, and
+    # test_exact_resume, at the end of the module, waits for it
     logged = scalars(smoke_run)
     assert LOG_KEYS <= set(logged), LOG_KEYS - set(logged)
     # the on-policy check: the first minibatch's ratio is 1 in fp32 (blog fix 3)
@@ -51,19 +53,6 @@ def test_smoke_logs_and_checkpoints(smoke_run):
     assert_lora_trained(model)
 
 
-def test_exact_resume(smoke_run, tmp_path):
-    """2 iterations straight == 1 iteration + resume + 1 more (LoRA and value head, bit for bit)."""
-    assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path, files=("adapter_model.safetensors", "value_head.safetensors"))
-
-
-def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
-    assert_ranks_identical(*torchrun_run)  # LoRA, value head and, with --train-vision, towers and projector
-    (ckpt,) = (torchrun_run[1] / "runs").glob("*/checkpoints/iter_000001")
-    assert (ckpt / ovp.ADAPTER_VISION_FILE).exists()
-    lrs = [g["lr"] for g in torch.load(ckpt / "optimizer.pt")["param_groups"]]
-    assert lrs == [Args.learning_rate, Args.value_learning_rate, VISION_LR]  # the towers' own, smaller step
-
-
 @pytest.mark.parametrize("bad_args, message", [
     (["--env-id", "no_such_variant"], "unknown env or variant 'no_such_variant'"),
     (["--num-minibatches", "0"], "--num-minibatches must be in 1..8"),
@@ -72,17 +61,19 @@ def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
     (["--env-backend", "gpu"], "--env-backend gpu needs a CUDA GPU") if not torch.cuda.is_available() else
     (["--env-id", "nope"], "unknown env or variant 'nope'"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, bad_args, message):
-    proc = run_script(SCRIPT, [*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args], cwd=tmp_path)
-    assert proc.returncode == 2
-    last_line = proc.stderr.strip().splitlines()[-1]  # libraries may warn above it, but no traceback
-    assert last_line.startswith("error: ") and message in last_line and "Traceback" not in proc.stderr, proc.stderr
+def test_bad_input_one_line_exit_2(tmp_path, bad_args, message, monkeypatch, capsys):
+    code, stderr = run_cli_in_process(SCRIPT, [*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args],
+                                      tmp_path, monkeypatch, capsys)
+    assert code == 2
+    last_line = stderr.strip().splitlines()[-1]  # libraries may warn above it, but no traceback
+    assert last_line.startswith("error: ") and message in last_line and "Traceback" not in stderr, stderr
 
 
-def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
+def test_resume_from_another_model_is_refused(smoke_run, tmp_path, monkeypatch, capsys):
     ckpt = smoke_run / "checkpoints" / "iter_000001"
-    proc = run_script(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], cwd=tmp_path)
-    assert proc.returncode == 2 and "was trained from 'tiny'" in proc.stderr
+    code, stderr = run_cli_in_process(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], tmp_path,
+                                      monkeypatch, capsys)
+    assert code == 2 and "was trained from 'tiny'" in stderr
 
 
 # --- the update itself, on a fixed batch --------------------------------------------------------------------
@@ -187,3 +178,19 @@ def test_value_loss_touches_only_the_head_when_detached(tiny_dir, value_head_gra
     lora_changed = any(not torch.equal(before[k], after[k]) for k in before if "lora_" in k)
     assert head_changed
     assert lora_changed == value_head_grad
+
+
+# --- the background runs (started by the fixtures above, running during the in-process tests), waited for last ---
+
+
+def test_exact_resume(smoke_run, resume_run):
+    """2 iterations straight == 1 iteration + resume + 1 more (LoRA and value head, bit for bit)."""
+    assert_exact_resume(resume_run, smoke_run, files=("adapter_model.safetensors", "value_head.safetensors"))
+
+
+def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
+    assert_ranks_identical(*torchrun_run)  # LoRA, value head and, with --train-vision, towers and projector
+    (ckpt,) = (torchrun_run[1] / "runs").glob("*/checkpoints/iter_000001")
+    assert (ckpt / ovp.ADAPTER_VISION_FILE).exists()
+    lrs = [g["lr"] for g in torch.load(ckpt / "optimizer.pt")["param_groups"]]
+    assert lrs == [Args.learning_rate, Args.value_learning_rate, VISION_LR]  # the towers' own, smaller step

@@ -28,10 +28,12 @@ LOG_KEYS = {"charts/success_once", "charts/success_at_end", "charts/episodic_ret
 SCRIPT = "reinforce_openvla.py"
 
 
-torchrun_run, smoke_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29527)
+torchrun_run, smoke_run, resume_run = smoke_and_torchrun_fixtures(SCRIPT, SMOKE, 29527)
 
 
-def test_smoke_logs_and_checkpoints(smoke_run):
+def test_smoke_logs_and_checkpoints(smoke_run, resume_run):
+    # resume_run is only started here: it runs in the background during the tests below, and
+    # test_exact_resume, at the end of the module, waits for it
     logged = scalars(smoke_run)
     assert LOG_KEYS <= set(logged), LOG_KEYS - set(logged)
     assert not {"losses/value_loss", "losses/explained_variance"} & set(logged)  # no value head, no value keys
@@ -51,15 +53,6 @@ def test_smoke_logs_and_checkpoints(smoke_run):
     model, _ = ovp.load_vla("tiny", dtype=torch.float32, adapter_path=ckpts[-1])
     assert model.value_head is None
     assert_lora_trained(model)
-
-
-def test_exact_resume(smoke_run, tmp_path):
-    """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
-    assert_exact_resume(SCRIPT, SMOKE, smoke_run, tmp_path)
-
-
-def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
-    assert_ranks_identical(*torchrun_run)
 
 
 # --- the pieces, on fixed data ---------------------------------------------------------------------------
@@ -128,3 +121,15 @@ def test_reinforce_update_learns_a_bandit(tiny_dir):
 
     before, after = bandit_learning(tiny_dir, reinforce_update, Args(), fill, iterations=16, lr=1e-3)
     assert 0.35 < before < 0.65 and after >= 0.8, (before, after)
+
+
+# --- the background runs (started by the fixtures above, running during the in-process tests), waited for last ---
+
+
+def test_exact_resume(smoke_run, resume_run):
+    """2 iterations straight == 1 iteration + resume + 1 more (LoRA weights, bit for bit)."""
+    assert_exact_resume(resume_run, smoke_run)
+
+
+def test_torchrun_two_ranks_stay_identical(smoke_run, torchrun_run):
+    assert_ranks_identical(*torchrun_run)
