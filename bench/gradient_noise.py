@@ -29,8 +29,13 @@ Three advantages from the same rollout: `gae` (PPO's, with the learned critic), 
 minus the batch mean, normalised: what GRPO and REINFORCE see, no critic) and `synthetic`, an instrument check
 that is not the task: reward 1 for each step whose x token lies in the upper half of the bins (a per-step,
 immediate signal like the review's bandit, which PPO learns in a few iterations), minus its mean. With
-`--reward shaped|progress` a fourth, `mc_<reward>`: the critic-free advantage of that reward (openvla_envs), on
-the same episodes, so that the rewards' noise scales compare on one sample of the policy.
+`--reward shaped|progress` two more on the same episodes, so that the rewards' noise scales compare on one sample
+of the policy: `mc_<reward>`, the critic-free advantage of that reward (openvla_envs), and `now_<reward>`, each
+step's own reward alone (gamma 0): what a perfect critic would leave of the step's credit, without the noise of
+what happens later. If `now_` resolves where `mc_` does not, the noise is in the credit assignment (a better
+critic helps); if neither does, a single step's tokens move the reward too little. And `gae_<reward>` /
+`gae0_<reward>`: GAE of that reward with the checkpoint's critic at `--gae-lambda` and at lambda 0 (meaningful
+for a checkpoint whose critic learned that reward, e.g. a `--reward progress` PPO run).
 """
 
 import json
@@ -168,6 +173,9 @@ def main(args: Args) -> None:
     if args.reward != "sparse":  # as the scripts do: the reward up to the first success, nothing after
         advantages[f"mc_{args.reward}"] = compute_gae(env_rewards * alive, torch.zeros_like(values), terminals,
                                                       torch.zeros(M), args.gamma, 1.0)[0]
+        advantages[f"now_{args.reward}"] = env_rewards * alive
+        for key, lam in ((f"gae_{args.reward}", args.gae_lambda), (f"gae0_{args.reward}", 0.0)):
+            advantages[key] = compute_gae(env_rewards * alive, values, terminals, last_values, args.gamma, lam)[0]
     n = alive.sum()
     for key, adv in advantages.items():
         mean = adv[alive].mean()
