@@ -3,18 +3,7 @@
 # each 120 iterations x 24 envs x 80 steps = 230 k env steps on `train`, greedy validation evals every 20
 # iterations (48 episodes), then each arm's iteration 120 on the test seeds (200 episodes: train, then the
 # two siblings). Beside them: the prior and session 5's PPO (it. 120) with sampled actions (T = 1) on test.
-set -u
-cd /tmp/job
-export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
-mkdir -p /tmp/out /tmp/learn
-tar -C /tmp/learn -xJf .learn/s5/prior.tar.xz && tar -C /tmp/learn -xJf .learn/s5/resume.tar.xz
-start=$(date +%s)
-log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
-evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXTRA]
-  local out=$1 ep=$2; shift 2; local variants=(); while [ "$1" != -- ]; do variants+=("$1"); shift; done; shift
-  python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
-    --episodes "$ep" --num-envs 20 --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
-}
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, $LEARN_DIR, log, evalv
 arm() {  # gpu algo tag rl-args
   local gpu=$1 algo=$2 tag=$3 args=$4
   export CUDA_VISIBLE_DEVICES=$gpu

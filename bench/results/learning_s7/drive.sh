@@ -4,18 +4,7 @@
 # 20 iterations, 48 episodes); then each arm's last checkpoint on the test seeds: 200 greedy episodes on
 # train, 200 sampled (T = 1) on train, 200 greedy on each sibling. Beside them, the gradient's noise scale of
 # session 5's PPO (it. 120) with the sparse, shaped and progress rewards on the same episodes.
-set -u
-cd /tmp/job
-export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
-mkdir -p /tmp/out /tmp/learn
-tar -C /tmp/learn -xJf .learn/s5/prior.tar.xz && tar -C /tmp/learn -xJf .learn/s5/resume.tar.xz
-start=$(date +%s)
-log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
-evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXTRA]
-  local out=$1 ep=$2; shift 2; local variants=(); while [ "$1" != -- ]; do variants+=("$1"); shift; done; shift
-  python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
-    --episodes "$ep" --num-envs 20 --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
-}
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, $LEARN_DIR, log, evalv
 arm() {  # gpu algo tag reward [rl-args]
   local gpu=$1 algo=$2 tag=$3 reward=$4 args=${5:-}
   export CUDA_VISIBLE_DEVICES=$gpu

@@ -1,0 +1,15 @@
+# What the session drivers (learning_s*/drive.sh) share, sourced by them on the GPU machine: the working tree
+# copied to /tmp/job, session 5's prior and PPO (it. 120) unpacked into $LEARN_DIR=/tmp/learn, a timestamped
+# log (/tmp/out/driver.log) and `evalv`, eval_generalization.py on the test seeds.
+set -u
+cd /tmp/job
+export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
+mkdir -p /tmp/out /tmp/learn
+tar -C /tmp/learn -xJf .learn/s5/prior.tar.xz && tar -C /tmp/learn -xJf .learn/s5/resume.tar.xz
+start=$(date +%s)
+log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
+evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXTRA]
+  local out=$1 ep=$2; shift 2; local variants=(); while [ "$1" != -- ]; do variants+=("$1"); shift; done; shift
+  python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
+    --episodes "$ep" --num-envs 20 --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
+}
