@@ -963,13 +963,14 @@ class VecEnv:
         backend: str,
         device: str | torch.device,
         max_episode_steps: int,
-        shaped: bool,
+        env_reward: bool,
         start_method: str,
         reset_options: dict[str, Any] | None = None,
     ):
         self.num_envs, self.robot, self.backend = num_envs, robot, backend
         self.reset_options = reset_options or {}  # passed to every env's reset (RL4VLA's object split)
-        self.device, self.max_episode_steps, self.shaped = torch.device(device), max_episode_steps, shaped
+        self.device, self.max_episode_steps = torch.device(device), max_episode_steps
+        self.env_reward = env_reward  # the task env's dense reward (`shaped`, `progress`), else the success indicator
         self.camera = "third_view" if robot == "panda" else "3rd_view_camera"
         if backend == "gpu":
             from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
@@ -1027,7 +1028,7 @@ class VecEnv:
         obs, env_rewards, _, _, info = self._envs.step(controls)
         self._t += 1
         success = torch.as_tensor(info["success"], device=self.device).bool()
-        rewards = (torch.as_tensor(env_rewards, device=self.device) if self.shaped else success).float()
+        rewards = (torch.as_tensor(env_rewards, device=self.device) if self.env_reward else success).float()
         self._return += rewards
         self._success_once |= success
         done = self._t == self.max_episode_steps

@@ -69,7 +69,7 @@ class Args:
     num_steps: int = 80
     """steps per episode"""
     reward: Literal["sparse", "shaped", "progress"] = "sparse"
-    """the env's reward (the scripts' --reward): shaped or progress adds `mc_<reward>` to the sparse advantages"""
+    """the env's reward (the scripts' --reward): shaped or progress adds its mc_, now_, gae_ and gae0_ advantages"""
     temperature: float = 1.0
     """sampling temperature of the rollout and of the log-probs (the scripts' --temperature: a lower one is a
     sharper policy with less noise per step)"""
@@ -170,12 +170,13 @@ def main(args: Args) -> None:
     advantages = {"gae": compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)[0],
                   "mc": compute_gae(rewards, torch.zeros_like(values), terminals, torch.zeros(M), args.gamma, 1.0)[0],
                   "synthetic": (tokens[..., 0] - model.config.action_token_ids[0] >= 128).float()}  # x, upper bins
-    if args.reward != "sparse":  # as the scripts do: the reward up to the first success, nothing after
-        advantages[f"mc_{args.reward}"] = compute_gae(env_rewards * alive, torch.zeros_like(values), terminals,
-                                                      torch.zeros(M), args.gamma, 1.0)[0]
-        advantages[f"now_{args.reward}"] = env_rewards * alive
+    if args.reward != "sparse":
+        dense = env_rewards * alive  # as the scripts do: the reward up to the first success, nothing after
+        advantages[f"mc_{args.reward}"] = compute_gae(dense, torch.zeros_like(values), terminals, torch.zeros(M),
+                                                      args.gamma, 1.0)[0]
+        advantages[f"now_{args.reward}"] = dense
         for key, lam in ((f"gae_{args.reward}", args.gae_lambda), (f"gae0_{args.reward}", 0.0)):
-            advantages[key] = compute_gae(env_rewards * alive, values, terminals, last_values, args.gamma, lam)[0]
+            advantages[key] = compute_gae(dense, values, terminals, last_values, args.gamma, lam)[0]
     n = alive.sum()
     for key, adv in advantages.items():
         mean = adv[alive].mean()

@@ -3,6 +3,7 @@ the background in its own process group) or, for runs that must fail before any 
 reading its tensorboard scalars, the exact-resume check, and the bandit learning check of the update functions."""
 
 import contextlib
+import io
 import os
 import random
 import runpy
@@ -39,21 +40,25 @@ def run_script(script: str, args: list[str], cwd: Path, launcher=PYTHON, timeout
                           timeout=timeout)
 
 
-def run_cli_in_process(script: str, args: list[str], cwd: Path, monkeypatch, capsys) -> tuple[int, str]:
-    """`python script args` run in this process (`runpy`, as `__main__`: the script's own CLI block) from `cwd`,
-    for a run that must stop with an error before it starts any env: what a subprocess would add is a fresh
-    interpreter's ~10 s of imports (the smoke runs cover the CLI in a subprocess). The global state that a run
-    may set before failing (torch's deterministic mode, RNGs, threads and default dtype; the SIGTERM/SIGINT
-    handlers, installed later in a run) is restored. -> (exit code, stderr)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [script, *args])
+def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """`python script args` run in this process (`runpy`, as `__main__`: the script's own CLI block) from `cwd`:
+    for bad-input checks that stop before any env starts, and for runs after a subprocess one has covered the CLI
+    in a fresh interpreter; what a subprocess would add is ~10 s of imports. The global state that a run may set
+    (cwd, argv, torch's deterministic mode, RNGs, threads and default dtype; the SIGTERM/SIGINT handlers) is
+    restored. -> (exit code, stdout, stderr), Python-level output only."""
+    stdout, stderr = io.StringIO(), io.StringIO()
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch_rng, python_rng = torch.get_rng_state(), random.getstate()
     threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
     try:
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            mp.chdir(cwd)
+            mp.setattr(sys, "argv", [script, *args])
             runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else 0 if exit_info.code is None else 1
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_rng_state(torch_rng)
@@ -62,7 +67,7 @@ def run_cli_in_process(script: str, args: list[str], cwd: Path, monkeypatch, cap
         torch.set_default_dtype(dtype)
         for s, handler in handlers.items():
             signal.signal(s, handler)
-    return exit_info.value.code, capsys.readouterr().err
+    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def run_to_dir(script: str, args: list[str], out: Path) -> Path:

@@ -1,9 +1,6 @@
 """eval_generalization.py: Wilson intervals, checkpoint resolution, the suite end to end, resuming, bad input."""
 
-import contextlib
-import io
 import json
-import runpy
 import shutil
 import subprocess
 import sys
@@ -11,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_harness import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,21 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "eval_generalization.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=900)
-
-
-def run_eval_in_process(*args: str, cwd: Path) -> str:
-    """eval_generalization.py's CLI (its `__main__` block) in this process, from `cwd`; it must succeed. -> its
-    stdout. For runs after the subprocess one of `suite`, which covers the CLI in a fresh interpreter: in-process,
-    the imports are paid once, and the env workers spawned from here import ManiSkill only, not the script."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        mp.chdir(cwd)
-        mp.setattr(sys, "argv", ["eval_generalization.py", *args])
-        try:
-            runpy.run_path(str(ROOT / "eval_generalization.py"), run_name="__main__")
-        except SystemExit as exit_info:
-            pytest.fail(f"exit {exit_info.code}: {stderr.getvalue()[-3000:]}")
-    return stdout.getvalue()
 
 
 def test_wilson_interval_hand_computed():
@@ -128,9 +111,11 @@ def rerun(suite, tiny_dir, rl_run_dir, tmp_path_factory, renderer_kept_alive):
     out = work / "out"
     shutil.copytree(suite[0], out)
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
-    stdout = run_eval_in_process("--checkpoints", str(tiny_dir), str(rl_run_dir), "--variants", "train",
-                                 "dynamic_noise_weak", "--episodes", "2", "--num-envs", "1", "--max-episode-steps", "4",
-                                 "--videos-per-variant", "0", "--output-dir", "out", cwd=work)
+    code, stdout, stderr = run_in_process(
+        "eval_generalization.py", ["--checkpoints", str(tiny_dir), str(rl_run_dir), "--variants", "train",
+                                   "dynamic_noise_weak", "--episodes", "2", "--num-envs", "1", "--max-episode-steps",
+                                   "4", "--videos-per-variant", "0", "--output-dir", "out"], work)
+    assert code == 0, stderr[-3000:]
     return out, stdout, before
 
 
@@ -147,14 +132,11 @@ def test_rerun_skips_finished_cells(rerun):
     (["--suite", "simpler"], "download them with"),
     (["--suite", "rl4vla_assets"], "github.com/gen-robot/RL4VLA"),  # RL4VLA's ManiSkill fork is not installed here
 ])
-def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, capsys):
+def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["eval_generalization.py", "--checkpoints", "tiny", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(ROOT / "eval_generalization.py"), run_name="__main__")
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    code, _, stderr = run_in_process("eval_generalization.py", ["--checkpoints", "tiny", *args], tmp_path)
+    assert code == 2
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
 
 

@@ -10,7 +10,7 @@ from script_harness import (
     assert_lora_trained,
     assert_ranks_identical,
     bandit_learning,
-    run_cli_in_process,
+    run_in_process,
     scalars,
     smoke_and_torchrun_fixtures,
 )
@@ -61,18 +61,17 @@ def test_smoke_logs_and_checkpoints(smoke_run, resume_run):
     (["--env-backend", "gpu"], "--env-backend gpu needs a CUDA GPU") if not torch.cuda.is_available() else
     (["--env-id", "nope"], "unknown env or variant 'nope'"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, bad_args, message, monkeypatch, capsys):
-    code, stderr = run_cli_in_process(SCRIPT, [*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args],
-                                      tmp_path, monkeypatch, capsys)
+def test_bad_input_one_line_exit_2(tmp_path, bad_args, message):
+    code, _, stderr = run_in_process(SCRIPT, [*SMOKE, "--num-iterations", "1", "--output-dir", str(tmp_path), *bad_args],
+                                     tmp_path)
     assert code == 2
     last_line = stderr.strip().splitlines()[-1]  # libraries may warn above it, but no traceback
     assert last_line.startswith("error: ") and message in last_line and "Traceback" not in stderr, stderr
 
 
-def test_resume_from_another_model_is_refused(smoke_run, tmp_path, monkeypatch, capsys):
+def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
     ckpt = smoke_run / "checkpoints" / "iter_000001"
-    code, stderr = run_cli_in_process(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], tmp_path,
-                                      monkeypatch, capsys)
+    code, _, stderr = run_in_process(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], tmp_path)
     assert code == 2 and "was trained from 'tiny'" in stderr
 
 

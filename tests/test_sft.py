@@ -1,6 +1,5 @@
 """sft_openvla.py: scripted demos -> norm stats -> training loss falls -> a checkpoint every script loads."""
 
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from script_harness import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 NORM_KEY = "sft_test"
@@ -111,12 +111,9 @@ def test_augment_crops_and_jitters_deterministically():
     (["--variants", "train", "no_such_variant"], "unknown variant(s) no_such_variant"),
     (["--demos-per-task", "0", "--demos-path", "missing.npz"], "no demonstrations file"),
 ])
-def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, monkeypatch, capsys):
+def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["sft_openvla.py", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(ROOT / "sft_openvla.py"), run_name="__main__")
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    code, _, stderr = run_in_process("sft_openvla.py", args, tmp_path)
+    assert code == 2
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
