@@ -18,10 +18,11 @@ INSTRUCTIONS = ["put the green cube on the towel", "put the red block on the pla
 
 @pytest.fixture(scope="module")
 def rl_checkpoint(tiny_dir, tmp_path_factory) -> Path:
-    """What ppo_openvla.py's save_checkpoint writes, with a LoRA that changes the model (B starts at 0)."""
-    model, _ = load_vla(str(tiny_dir), dtype=torch.float32, lora=LoraSettings(rank=4), with_value_head=True)
+    """What ppo_openvla.py's save_checkpoint writes, with a LoRA that changes the model (B starts at 0).
+    Seeded as a whole (LoRA's A is drawn at attach time), so the test does not depend on the tests before it."""
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
+        model, _ = load_vla(str(tiny_dir), dtype=torch.float32, lora=LoraSettings(rank=4), with_value_head=True)
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0.0, 0.05)
@@ -49,11 +50,15 @@ def test_export_acts_like_the_adapter_run(tiny_dir, rl_checkpoint, tmp_path):
                               trainable_adapter=False)
     base, _ = load_vla(str(tiny_dir), dtype=torch.float32)
     inputs = _inputs(processor)
-    ours, theirs, before = (m.eval().generate_actions(*inputs, greedy=True)
-                            for m in (exported, adapter_run, base))
-    assert torch.equal(ours.tokens, theirs.tokens)
-    assert (ours.logits - theirs.logits).abs().max() < 0.05  # only the bf16 rounding of the merged weights
-    assert not torch.equal(ours.tokens, before.tokens)  # the merged LoRA changed the model
+    # The export stores the merged weights in bf16 as released, so the exported model equals the adapter run up to
+    # that rounding. Compare on the same tokens (teacher-forced), not by greedy decoding: the tiny random model's action
+    # distribution is nearly uniform (log-probs ~ -5.5), so its top logits often lie within that rounding of each
+    # other and a greedy token can flip (it did in CI) for reasons that have nothing to do with the export.
+    tokens = adapter_run.eval().generate_actions(*inputs, greedy=True).tokens  # (B, 7)
+    ours, theirs, before = (m.eval().evaluate_actions(*inputs, tokens) for m in (exported, adapter_run, base))
+    assert (ours.logprobs - theirs.logprobs).abs().max() < 0.01  # only the bf16 rounding of the merged weights (~2e-4)
+    assert (ours.entropy - theirs.entropy).abs().max() < 0.01
+    assert (before.logprobs - theirs.logprobs).abs().max() > 0.1  # the merged LoRA changed the model (by ~0.4)
 
 
 def test_full_checkpoint_is_rewritten_unchanged(tiny_dir, tmp_path):
