@@ -215,3 +215,28 @@ def bandit_learning(tiny_dir: Path, update, args, fill_batch, iterations: int = 
         fill_batch(batch, rewards)
         update(args, model, processor, optimizer, batch, torch.float32, 1)
     return before[rewarded].sum().item(), x_probs()[rewarded].sum().item()
+
+
+def fixed_update_batch(tiny_dir: Path, advantages: Sequence[float]):
+    """A batch for one call of an update function, its `advantages` given: the tiny model with a rank-4 LoRA and a
+    value head (seeded), one sampled action for each of len(advantages) random images. The PPO keys `values` and
+    `returns` (value + 1) are there too; the critic-free updates ignore them. -> (model, processor, batch)."""
+    torch.manual_seed(0)
+    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=4),
+                                    with_value_head=True)
+    n = len(advantages)
+    images = torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8)
+    ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
+    sample = model.generate_actions(ids, mask, px)
+    batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
+             "logprobs": sample.logprobs.sum(-1), "values": sample.values,
+             "advantages": torch.tensor(advantages), "returns": sample.values + 1.0,
+             "alive": torch.ones(n, dtype=torch.bool)}
+    return model, processor, batch
+
+
+def batch_logprobs(model, processor, batch) -> torch.Tensor:
+    """(n,) the composite action log-probs of the batch's stored actions under the model now."""
+    with torch.no_grad():
+        px = processor.process_images(batch["obs"])
+        return model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)

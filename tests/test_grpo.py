@@ -11,6 +11,8 @@ from script_harness import (
     assert_lora_trained,
     assert_ranks_identical,
     bandit_learning,
+    batch_logprobs,
+    fixed_update_batch,
     scalars,
     smoke_and_torchrun_fixtures,
 )
@@ -105,21 +107,8 @@ def test_a_group_with_identical_returns_gets_zero_advantage(scale_rewards):
 # --- the update, on a fixed batch ------------------------------------------------------------------------
 
 
-def _fixed_batch(tiny_dir, advantages):
-    torch.manual_seed(0)
-    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=4))
-    n = len(advantages)
-    images = torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8)
-    ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
-    sample = model.generate_actions(ids, mask, px)
-    batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
-             "logprobs": sample.logprobs.sum(-1), "advantages": torch.tensor(advantages),
-             "alive": torch.ones(n, dtype=torch.bool)}
-    return model, processor, batch
-
-
 def test_kl_to_the_reference_is_zero_at_the_start_and_grows(tiny_dir):
-    model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
+    model, processor, batch = fixed_update_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
     args = Args(num_minibatches=1, beta=0.1, micro_batch_size=2, max_grad_norm=100.0)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     first = grpo_update(args, model, processor, optimizer, batch, torch.float32, world_size=1)
@@ -132,14 +121,11 @@ def test_kl_to_the_reference_is_zero_at_the_start_and_grows(tiny_dir):
 
 
 def test_update_moves_logprobs_with_the_advantage_sign(tiny_dir):
-    model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
+    model, processor, batch = fixed_update_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
     args = Args(num_minibatches=1, update_epochs=4, clip_coef=10.0, max_grad_norm=100.0)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     grpo_update(args, model, processor, optimizer, batch, torch.float32, world_size=1)
-    with torch.no_grad():
-        px = processor.process_images(batch["obs"])
-        new = model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)
-    delta = new - batch["logprobs"]
+    delta = batch_logprobs(model, processor, batch) - batch["logprobs"]
     assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
 
 
@@ -147,7 +133,7 @@ def test_update_moves_logprobs_with_the_advantage_sign(tiny_dir):
 def test_clip_higher_only_widens_the_upper_bound(tiny_dir, clip_coef_high, moves):
     """Every ratio at 1.25 with positive advantages: the symmetric clip 0.2 stops the gradient (PPO eq. 7),
     DAPO's clip-higher 0.3 lets it through."""
-    model, processor, batch = _fixed_batch(tiny_dir, [1.0, 1.0])
+    model, processor, batch = fixed_update_batch(tiny_dir, [1.0, 1.0])
     batch["logprobs"] = batch["logprobs"] - np.log(1.25)  # as if the rollout policy had been less likely
     args = Args(num_minibatches=1, clip_coef=0.2, clip_coef_high=clip_coef_high)
     before = ovp.trainable_state_dict(model)

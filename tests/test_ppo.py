@@ -10,6 +10,8 @@ from script_harness import (
     assert_lora_trained,
     assert_ranks_identical,
     bandit_learning,
+    batch_logprobs,
+    fixed_update_batch,
     run_in_process,
     scalars,
     smoke_and_torchrun_fixtures,
@@ -113,7 +115,7 @@ def test_update_skips_samples_out_of_the_loss(tiny_dir):
     gives bit for bit the update of the batch without them."""
     results = []
     for dead_in_batch in (False, True):
-        model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0, 100.0, -100.0])
+        model, processor, batch = fixed_update_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0, 100.0, -100.0])
         batch["alive"] = torch.tensor([True] * 4 + [False] * 2)
         if not dead_in_batch:
             batch = {k: v[:4] for k, v in batch.items()}
@@ -133,42 +135,24 @@ def test_ppo_update_learns_a_bandit(tiny_dir):
     assert 0.35 < before < 0.65 and after >= 0.8, (before, after)
 
 
-def _fixed_batch(tiny_dir, advantages, **load_kwargs):
-    torch.manual_seed(0)
-    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=4),
-                                    with_value_head=True, **load_kwargs)
-    n = len(advantages)
-    images = torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8)
-    ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
-    sample = model.generate_actions(ids, mask, px)
-    batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
-             "logprobs": sample.logprobs.sum(-1), "values": sample.values,
-             "advantages": torch.tensor(advantages), "returns": sample.values + 1.0,
-             "alive": torch.ones(n, dtype=torch.bool)}
-    return model, processor, batch
-
-
 def _optimizer(model, lr, value_lr):
     lora = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
     return torch.optim.Adam([{"params": lora, "lr": lr}, {"params": model.value_head.parameters(), "lr": value_lr}])
 
 
 def test_update_moves_logprobs_with_the_advantage_sign(tiny_dir):
-    model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
+    model, processor, batch = fixed_update_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
     args = Args(num_minibatches=1, update_epochs=4, clip_coef=10.0, max_grad_norm=100.0)
     opt = _optimizer(model, lr=3e-3, value_lr=0.0)
     losses = ppo_update(args, model, processor, opt, batch, torch.float32, world_size=1)
     assert abs(losses["first_ratio"] - 1) < 1e-4
-    with torch.no_grad():
-        px = processor.process_images(batch["obs"])
-        new = model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)
-    delta = new - batch["logprobs"]
+    delta = batch_logprobs(model, processor, batch) - batch["logprobs"]
     assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
 
 
 @pytest.mark.parametrize("value_head_grad", [False, True])
 def test_value_loss_touches_only_the_head_when_detached(tiny_dir, value_head_grad):
-    model, processor, batch = _fixed_batch(tiny_dir, [0.0, 0.0, 0.0, 0.0])  # zero advantages: no policy gradient
+    model, processor, batch = fixed_update_batch(tiny_dir, [0.0, 0.0, 0.0, 0.0])  # zero advantages: no policy gradient
     args = Args(num_minibatches=1, ent_coef=0.0, value_head_grad=value_head_grad)
     before = ovp.trainable_state_dict(model)
     ppo_update(args, model, processor, _optimizer(model, lr=1e-3, value_lr=1e-3), batch, torch.float32, world_size=1)

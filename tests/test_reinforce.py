@@ -9,6 +9,8 @@ from script_harness import (
     assert_lora_trained,
     assert_ranks_identical,
     bandit_learning,
+    batch_logprobs,
+    fixed_update_batch,
     scalars,
     smoke_and_torchrun_fixtures,
 )
@@ -66,27 +68,8 @@ def test_discounted_returns_match_hand_computation():
     assert torch.equal(discounted_returns(rewards, 1.0)[0], rewards.sum(0))  # gamma 1: the episode's sum
 
 
-def _fixed_batch(tiny_dir, advantages):
-    torch.manual_seed(0)
-    model, processor = ovp.load_vla(str(tiny_dir), dtype=torch.float32, lora=ovp.LoraSettings(rank=4))
-    n = len(advantages)
-    images = torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8)
-    ids, mask, px = processor(images, ["put the green cube on the towel"] * n)
-    sample = model.generate_actions(ids, mask, px)
-    batch = {"obs": images, "input_ids": ids, "attention_mask": mask, "actions": sample.tokens,
-             "logprobs": sample.logprobs.sum(-1), "advantages": torch.tensor(advantages),
-             "alive": torch.ones(n, dtype=torch.bool)}
-    return model, processor, batch
-
-
-def _new_logprobs(model, processor, batch):
-    with torch.no_grad():
-        px = processor.process_images(batch["obs"])
-        return model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)
-
-
 def test_update_is_one_step_in_the_advantage_direction(tiny_dir):
-    model, processor, batch = _fixed_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
+    model, processor, batch = fixed_update_batch(tiny_dir, [1.0, -1.0, 1.0, -1.0])
     args = Args(micro_batch_size=1, max_grad_norm=100.0)  # 4 micro-batches, still one optimizer step
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     steps = []
@@ -95,7 +78,7 @@ def test_update_is_one_step_in_the_advantage_direction(tiny_dir):
     losses = reinforce_update(args, model, processor, optimizer, batch, torch.float32, world_size=1)
     assert len(steps) == 1
     assert abs(losses["first_ratio"] - 1) < 1e-4 and abs(losses["approx_kl"]) < 1e-5
-    delta = _new_logprobs(model, processor, batch) - batch["logprobs"]
+    delta = batch_logprobs(model, processor, batch) - batch["logprobs"]
     assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
 
 
@@ -103,7 +86,7 @@ def test_micro_batches_only_split_the_gradient(tiny_dir):
     """Accumulating over micro-batches of 1 gives the same step as one pass over the whole batch."""
     after = []
     for micro in (0, 1):
-        model, processor, batch = _fixed_batch(tiny_dir, [0.5, -1.0, 2.0])
+        model, processor, batch = fixed_update_batch(tiny_dir, [0.5, -1.0, 2.0])
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
         reinforce_update(Args(micro_batch_size=micro, max_grad_norm=1e9), model, processor, optimizer, batch,
                          torch.float32, world_size=1)
