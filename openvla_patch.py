@@ -1128,6 +1128,15 @@ def _bitsandbytes_warnings_muted():
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _peft_deprecation_muted():
+    """peft (0.21) reads `model.is_gradient_checkpointing`, which transformers 5.2x deprecates with a FutureWarning
+    at every LoRA load: noise that names neither our code nor anything a user can change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
 def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, adapter_path, trainable: bool) -> None:
     with _bitsandbytes_warnings_muted():
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -1139,7 +1148,9 @@ def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, a
         adapter_path = Path(adapter_path)
         if not (adapter_path / "adapter_config.json").exists():
             raise OpenVLAError(f"{adapter_path} holds no LoRA adapter (adapter_config.json)")
-        model.language_model = PeftModel.from_pretrained(model.language_model, str(adapter_path), is_trainable=trainable)
+        with _peft_deprecation_muted():
+            model.language_model = PeftModel.from_pretrained(model.language_model, str(adapter_path),
+                                                             is_trainable=trainable)
         _load_vision_beside_adapter(model, adapter_path, trainable)
         head_file = adapter_path / ADAPTER_VALUE_HEAD_FILE
         if model.value_head is not None and head_file.exists():
@@ -1148,7 +1159,8 @@ def _attach_lora(model: OpenVLAForActionPrediction, lora: LoraSettings | None, a
     else:
         peft_config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=lora.target_modules, init_lora_weights="gaussian")
-        model.language_model = get_peft_model(model.language_model, peft_config)
+        with _peft_deprecation_muted():
+            model.language_model = get_peft_model(model.language_model, peft_config)
     for p in model.language_model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32 (the blog's setup), whatever the base dtype
