@@ -36,12 +36,16 @@ what happens later. If `now_` resolves where `mc_` does not, the noise is in the
 critic helps); if neither does, a single step's tokens move the reward too little. And `gae_<reward>` /
 `gae0_<reward>`: GAE of that reward with the checkpoint's critic at `--gae-lambda` and at lambda 0 (meaningful
 for a checkpoint whose critic learned that reward, e.g. a `--reward progress` PPO run).
+`--by-token KEY ...` splits those advantages' gradients by the tokens whose log-probs carry them: `KEY@xyz` (the
+three translation tokens), `KEY@rotation` (three; the built-in tasks' norm stats map every bin to 0 rotation, so
+their gradient can only be noise) and `KEY@gripper`; the three sum to KEY's. Where the signal and where the noise
+of an update sit.
 """
 
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +85,9 @@ class Args:
     """random half/half splits of the episodes: for the model-free cosine and for B_noise's spread"""
     seed: int = 0
     """seed of the rollout seeds, the sampling and the splits"""
+    by_token: list[str] = field(default_factory=list)
+    """advantages (keys above, e.g. gae0_progress) whose gradient is also split by token group: KEY@xyz,
+    KEY@rotation, KEY@gripper"""
     out: str = ""
     """write the results as JSON here (empty: print only)"""
 
@@ -177,13 +184,19 @@ def main(args: Args) -> None:
         advantages[f"now_{args.reward}"] = dense
         for key, lam in ((f"gae_{args.reward}", args.gae_lambda), (f"gae0_{args.reward}", 0.0)):
             advantages[key] = compute_gae(dense, values, terminals, last_values, args.gamma, lam)[0]
+    unknown = set(args.by_token) - set(advantages)
+    if unknown:
+        raise SystemExit(f"error: --by-token {sorted(unknown)}: not among the advantages {sorted(advantages)}")
     n = alive.sum()
     for key, adv in advantages.items():
         mean = adv[alive].mean()
         advantages[key] = (adv - mean) / (adv[alive].std(unbiased=False) + 1e-8)
 
     # --- per-episode gradients of the policy-gradient loss (LoRA weights) -------------------------------------------
-    grads = {key: [] for key in advantages}
+    groups = {"xyz": slice(0, 3), "rotation": slice(3, 6), "gripper": slice(6, 7)}  # token positions of OpenVLA's action
+    losses = [(key, key, slice(0, ovp.ACTION_DIM)) for key in advantages]  # (name, advantage, tokens)
+    losses += [(f"{key}@{group}", key, positions) for key in args.by_token for group, positions in groups.items()]
+    grads = {name: [] for name, _, _ in losses}
     model.train()
     for i in tqdm(range(M), desc="gradients", unit="episode"):
         steps = alive[:, i].nonzero().squeeze(-1)
@@ -191,11 +204,16 @@ def main(args: Args) -> None:
         ev = model.evaluate_actions(ids.expand(len(steps), -1), mask.expand(len(steps), -1),
                                     processor.process_images(obs[steps, i].to(device)), tokens[steps, i].to(device),
                                     temperature=args.temperature)
-        logprob = ev.logprobs.sum(-1)  # (steps,) the composite action's log-prob, as in ppo_update
-        for k, key in enumerate(advantages):
+        for k, (name, key, positions) in enumerate(losses):
+            logprob = ev.logprobs[:, positions].sum(-1)  # (steps,) all 7: the composite action's, as in ppo_update
             loss = -(advantages[key][steps, i].to(device) * logprob).sum() * M / n
-            g = torch.autograd.grad(loss, params, retain_graph=k < len(advantages) - 1)
-            grads[key].append(torch.cat([x.flatten() for x in g]).double().cpu())
+            g = torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1)
+            grads[name].append(torch.cat([x.flatten() for x in g]).double().cpu())
+
+    for key in args.by_token:  # the groups' gradients add up to the whole's, episode by episode
+        split = sum(torch.stack(grads[f"{key}@{group}"]) for group in groups)
+        whole = torch.stack(grads[key])
+        assert (split - whole).norm() <= 1e-5 * whole.norm(), key  # fp32 rounding only
 
     gen = torch.Generator().manual_seed(args.seed)
     results = {"args": asdict(args), "checkpoint_info": {k: info[k] for k in ("vla_path", "iteration", "global_step")},
