@@ -65,7 +65,9 @@ if __name__ == "__main__":  # the CPU back-end spawns workers that re-import thi
     }
     if args.breakdown:
         env_id, kwargs, robot = openvla_envs.resolve(args.variant)
-        kwargs.update(obs_mode="rgb", control_mode="pd_ee_delta_pose", reward_mode="none",
+        if robot != "panda":
+            parser.error("--breakdown builds the env as make_envs does for the built-in Panda variants only")
+        kwargs.update(control_mode="pd_ee_delta_pose", reward_mode="none",
                       render_backend="cuda:0" if torch.cuda.is_available() else "cpu")
         torch.set_num_threads(1)  # as in a worker
         for key, camera in (("step_no_camera_ms", False), ("step_ms", True)):

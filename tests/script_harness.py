@@ -1,6 +1,7 @@
 """What the tests of the three RL scripts share: running a script as a subprocess (in the foreground, or in
 the background in its own process group) or, for runs that must fail before any env starts, in this process;
-reading its tensorboard scalars, the exact-resume check, and the bandit learning check of the update functions."""
+reading its tensorboard scalars, the exact-resume check, the bandit learning check of the update functions and
+a fixed batch for their one-call tests."""
 
 import contextlib
 import io
