@@ -38,8 +38,8 @@ critic helps); if neither does, a single step's tokens move the reward too littl
 for a checkpoint whose critic learned that reward, e.g. a `--reward progress` PPO run).
 `--by-token KEY ...` splits those advantages' gradients by the tokens whose log-probs carry them: `KEY@xyz` (the
 three translation tokens), `KEY@rotation` (three; the built-in tasks' norm stats map every bin to 0 rotation, so
-their gradient can only be noise) and `KEY@gripper`; the three sum to KEY's. Where the signal and where the noise
-of an update sit.
+they act only through the gripper token that follows them) and `KEY@gripper`; the three sum to KEY's (checked
+per episode). Where the signal and where the noise of an update sit.
 """
 
 import json
@@ -205,7 +205,7 @@ def main(args: Args) -> None:
                                     processor.process_images(obs[steps, i].to(device)), tokens[steps, i].to(device),
                                     temperature=args.temperature)
         for k, (name, key, positions) in enumerate(losses):
-            logprob = ev.logprobs[:, positions].sum(-1)  # (steps,) all 7: the composite action's, as in ppo_update
+            logprob = ev.logprobs[:, positions].sum(-1)  # (steps,) over all 7: the composite action's, as in ppo_update
             loss = -(advantages[key][steps, i].to(device) * logprob).sum() * M / n
             g = torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1)
             grads[name].append(torch.cat([x.flatten() for x in g]).double().cpu())
