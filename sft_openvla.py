@@ -24,7 +24,10 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
 4. Image augmentation (`--image-aug`) is the released one minus the hue jitter: a random square crop of
    90 % of the area resized back to 224x224, then brightness, contrast and saturation jitter, applied
    per sample in torch on the uint8 image before the processor normalises it.
-5. A constant learning rate with AdamW and gradient-norm clipping; DDP shards each global batch over
+5. A constant learning rate with AdamW and gradient-norm clipping, as released; `--lr-schedule cosine` decays
+   it to 0 at `--max-steps` instead. A constant rate keeps the weights moving, so the action distributions
+   stay broad (the tiny prior of BENCHMARKS.md section 4: ~3 nats per translation token) and greedy success
+   swings between checkpoints; the decay ends on a converged, sharper model. DDP shards each global batch over
    ranks (one shared permutation per epoch, rank r takes its slice), not a `DistributedSampler`.
 6. Rank 0 collects the demonstrations (other ranks wait, then read the `.npz`), evaluates and saves.
 
@@ -71,6 +74,8 @@ from openvla_patch import (
     save_pretrained,
     tokens_to_actions,
 )
+
+ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")  # OpenVLA's action order
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,7 +131,10 @@ class Args:
 
     # optimisation
     learning_rate: float = 5e-4
-    """AdamW learning rate (constant); 5e-4 is the released LoRA recipe's, use ~2e-5 for 7B full fine-tuning"""
+    """AdamW learning rate (the peak of --lr-schedule); 5e-4 is the released LoRA recipe's, use ~2e-5 for 7B full
+    fine-tuning"""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """constant (the released recipe) or cosine: decays to 0 at --max-steps (deviation 5)"""
     weight_decay: float = 0.0
     """AdamW weight decay"""
     max_grad_norm: float = 1.0
@@ -391,6 +399,8 @@ if __name__ == "__main__":
     ddp_model = DDP(model, find_unused_parameters=lora is None) if world_size > 1 else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
                                   weight_decay=args.weight_decay)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.max_steps)
+                if args.lr_schedule == "cosine" else None)  # (deviation 5)
     if rank == 0:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[model] {args.vla_path}: {trainable / 1e6:.2f} M trainable parameters "
@@ -402,6 +412,7 @@ if __name__ == "__main__":
     global_batch = args.batch_size * world_size
     permutation, cursor, epoch = torch.empty(0, dtype=torch.long), 0, 0
     train_time, window = 0.0, []  # seconds spent in training steps (evaluation and saving excluded)
+    metrics, entropy_xyz = torch.full((3 + ACTION_DIM,), float("nan")), float("nan")  # the last logged window
     bar = tqdm(range(1, args.max_steps + 1), desc="sft", disable=rank != 0)
     for global_step in bar:
         step_start = time.time()
@@ -425,29 +436,38 @@ if __name__ == "__main__":
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
 
         with torch.no_grad():
             # Accuracy as OpenVLA reports it: argmax among the 256 action tokens at the 7 action positions.
-            columns = logits[:, :ACTION_DIM, first_action_id : first_action_id + 256].argmax(-1)  # (B, 7)
-            predicted = columns + first_action_id
+            action_logits = logits[:, :ACTION_DIM, first_action_id : first_action_id + 256].float()  # (B, 7, 256)
+            predicted = action_logits.argmax(-1) + first_action_id
             accuracy = (predicted == targets[:, :ACTION_DIM]).float().mean()
             l1 = (tokens_to_actions(predicted, model.config, stats).float() - demo_actions[mb_inds].to(device)).abs().mean()
-        window.append(torch.stack([loss.detach(), accuracy, l1]))
+            # How sharp the policy is: the entropy of each token's distribution over the 256 bins (what the
+            # RL scripts sample from), in nats; RL's gradient noise grows with it (BENCHMARKS.md section 4).
+            entropy = torch.distributions.Categorical(logits=action_logits).entropy().mean(0)  # (7,)
+        window.append(torch.cat([torch.stack([loss.detach(), accuracy, l1]), entropy]))
         train_time += time.time() - step_start
         if global_step % args.log_every == 0 or global_step == args.max_steps:
-            metrics = torch.stack(window).mean(0)
+            metrics = torch.stack(window).mean(0)  # (3 + 7,): loss, accuracy, L1, 7 entropies
             if world_size > 1:
                 dist.all_reduce(metrics)
                 metrics /= world_size
             window = []
+            entropy_xyz = metrics[3:6].mean().item()  # the translation tokens: most of RL's gradient noise
             if rank == 0:
                 sps = global_step * global_batch / train_time
                 writer.add_scalar("losses/train_loss", metrics[0].item(), global_step)
                 writer.add_scalar("charts/action_accuracy", metrics[1].item(), global_step)
                 writer.add_scalar("charts/action_l1", metrics[2].item(), global_step)
+                for name, e in zip(ACTION_DIM_NAMES, metrics[3:].tolist(), strict=True):
+                    writer.add_scalar(f"charts/entropy_{name}", e, global_step)
                 writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
-                bar.set_postfix(loss=f"{metrics[0]:.3f}", acc=f"{metrics[1]:.2f}", l1=f"{metrics[2]:.3f}", sps=f"{sps:.1f}")
+                bar.set_postfix(loss=f"{metrics[0]:.3f}", acc=f"{metrics[1]:.2f}", l1=f"{metrics[2]:.3f}",
+                                ent_xyz=f"{entropy_xyz:.2f}", sps=f"{sps:.1f}")
 
         # -------------------------------------------------------------------------------------------
         # Eval and save (rank 0; the others wait at the barrier)
@@ -463,7 +483,8 @@ if __name__ == "__main__":
             writer.add_scalar("eval/train/success_once", result["success_once"], global_step)
             writer.add_scalar("eval/train/success_at_end", result["success_at_end"], global_step)
             tqdm.write(f"[eval] step {global_step}: success_once {result['success_once']:.3f}, "
-                       f"success_at_end {result['success_at_end']:.3f} over {args.eval_episodes} episodes")
+                       f"success_at_end {result['success_at_end']:.3f} over {args.eval_episodes} episodes; "
+                       f"train loss {metrics[0]:.3f}, entropy per x/y/z token {entropy_xyz:.2f} nats")
         if rank == 0 and (last or (args.save_every and global_step % args.save_every == 0)):
             saved = output if last else Path(f"{args.output_dir}-step{global_step:06d}")
             save_checkpoint(model, processor, args, saved)

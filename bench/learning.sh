@@ -6,7 +6,9 @@
 # Each stage is one command; stages hand checkpoints to each other through $LEARN_DIR (default runs/learning):
 #   bash bench/learning.sh prior      # small random model -> 1,200 expert demos -> SFT, a checkpoint every 500
 #                                     # steps, stopped at the first with 30-50 % greedy success on `train`
-#                                     # (validation seeds; else the closest to 40 %) -> $LEARN_DIR/prior
+#                                     # (validation seeds; else the closest to 40 %) -> $LEARN_DIR/prior;
+#                                     # PRIOR_PICK=last: no early stop, the last step is the prior (with
+#                                     # SFT_ARGS="--lr-schedule cosine": a converged, sharper prior, no selection)
 #   bash bench/learning.sh ppo        # PPO on `train` from the prior, 120 x 24 x 80 = 230 k env steps
 #   bash bench/learning.sh grpo       # GRPO, the same budget                 (-> $LEARN_DIR/grpo/<run>)
 #   bash bench/learning.sh reinforce  # REINFORCE, the same budget            (-> $LEARN_DIR/reinforce/<run>)
@@ -21,7 +23,7 @@
 # "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
 # variant), SFT_STEPS, SFT_EVAL, EP_SELECT (validation episodes per SFT evaluation: 48 measured a 0.13 prior
 # at 0.27 in session 5), SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
-# EP_KEY, SIB_VARIANTS / EP_SIB and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
+# SFT_LR (1e-3), SFT_ARGS (extra SFT flags), PRIOR_PICK (range | last), EP_KEY, SIB_VARIANTS / EP_SIB and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
 # default all), REWARD (sparse | shaped | progress); LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,32 +63,35 @@ case "${1:-}" in
     # need a matching centre crop at test time, which the released inference code does not do
     python3 sft_openvla.py --vla-path "$from" --variants $VARIANTS_SFT --demos-per-task $DEMOS \
       --demo-seed ${DEMO_SEED:-1000000} --expert-noise 0.1 --num-envs $ENVS --max-steps $SFT_STEPS \
-      --batch-size ${SFT_BATCH:-128} --learning-rate 1e-3 \
+      --batch-size ${SFT_BATCH:-128} --learning-rate ${SFT_LR:-1e-3} ${SFT_ARGS:-} \
       --precision fp32 --no-image-aug --eval-every $SFT_EVAL --save-every $SFT_EVAL --eval-episodes $EP_SELECT \
       --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos --output-dir "$LEARN_DIR/sft" > "$LEARN_DIR/sft.log" 2>&1 &
     sft=$!
     # Stop at the first saved checkpoint in the prior's range (30-50 %): later steps would be discarded anyway.
-    while kill -0 $sft 2>/dev/null; do
+    while [ "${PRIOR_PICK:-range}" = range ] && kill -0 $sft 2>/dev/null; do
       sleep 5
       step=$(grep -oE "\[eval\] step [0-9]+: success_once 0\.[34][0-9]*" "$LEARN_DIR/sft.log" | head -1 | cut -d" " -f3 | tr -d : || true)
       if [ -n "$step" ] && [ -d "$(printf '%s/sft-step%06d' "$LEARN_DIR" "$step")" ]; then kill $sft 2>/dev/null || true; break; fi
     done
     wait $sft || true
     grep -E "^\[(demos|model|eval|done)\]" "$LEARN_DIR/sft.log" || true
-    python3 - "$LEARN_DIR" "$SFT_STEPS" "${PRIOR_FROM:-small random model}" <<'PY'
+    python3 - "$LEARN_DIR" "$SFT_STEPS" "${PRIOR_FROM:-small random model}" "${PRIOR_PICK:-range}" <<'PY'
 import json, re, shutil, sys
 from pathlib import Path
-learn, last = Path(sys.argv[1]), int(sys.argv[2])
+learn, last, pick = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
 log = (learn / "sft.log").read_text()
 saved = lambda s: learn / ("sft" if s == last else f"sft-step{s:06d}")  # noqa: E731
 curve = {int(s): float(x) for s, x in re.findall(r"\[eval\] step (\d+): success_once ([0-9.]+)", log)}
 curve = {s: x for s, x in curve.items() if saved(s).is_dir()}
 weak = [s for s in sorted(curve) if 0.3 <= curve[s] <= 0.5]
-step = weak[0] if weak else min(curve, key=lambda s: (abs(curve[s] - 0.4), s))
+if pick == "last":  # no selection: the validation curve is only reported
+    step = last
+else:
+    step = weak[0] if weak else min(curve, key=lambda s: (abs(curve[s] - 0.4), s))
 shutil.rmtree(learn / "prior", ignore_errors=True)
 shutil.copytree(saved(step), learn / "prior")
 info = {"started_from": sys.argv[3], "validation_success_once_on_train_by_step": curve, "chosen_step": step,
-        "in_30_50_range": bool(weak), "selection_seeds": "openvla_envs.VALIDATION_SEED + i",
+        "pick": pick, "in_30_50_range": 0.3 <= curve.get(step, -1) <= 0.5, "selection_seeds": "openvla_envs.VALIDATION_SEED + i",
         "train_log": [l for l in log.splitlines() if l.startswith(("[demos]", "[model]", "[eval]", "[done]"))]}
 (learn / "prior.json").write_text(json.dumps(info, indent=1))
 print(f"[prior] SFT step {step} (greedy success_once {curve[step]:.3f} on train, validation seeds) -> {learn / 'prior'}")

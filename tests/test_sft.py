@@ -27,14 +27,14 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def sft_run(tiny_dir, tmp_path_factory):
-    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning, one eval,
-    an extra checkpoint at step 12."""
+    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning with a cosine
+    learning rate, one eval, an extra checkpoint at step 12."""
     work = tmp_path_factory.mktemp("sft")
     proc = run_sft("--vla-path", str(tiny_dir), "--variants", "train", "--demos-per-task", "2", "--num-envs", "2",
                    "--episode-steps", "45", "--steps-after-success", "2", "--expert-noise", "0.02",
                    "--demos-path", "demos.npz", "--output-dir", "ckpt", "--norm-key", NORM_KEY,
                    "--max-steps", "24", "--save-every", "12", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
-                   "--eval-every", "0", "--eval-episodes", "2", cwd=work)
+                   "--lr-schedule", "cosine", "--eval-every", "0", "--eval-episodes", "2", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
 
@@ -69,6 +69,20 @@ def test_training_loss_falls_and_eval_is_logged(sft_run):
     assert all(0 <= a <= 1 for a in accuracy)
     (success,) = scalars(run_dir, "eval/train/success_once")
     assert 0 <= success <= 1
+
+
+def test_cosine_schedule_and_action_entropy_are_logged(sft_run):
+    """--lr-schedule cosine: 1e-3 * (1 + cos(pi * step / 24)) / 2 after each step, 0 at the last; each action
+    token's entropy over the 256 bins is logged and printed with the evaluation."""
+    work, proc = sft_run
+    (run_dir,) = (work / "runs").iterdir()
+    rates = scalars(run_dir, "charts/learning_rate")
+    expected = [1e-3 * (1 + np.cos(np.pi * step / 24)) / 2 for step in (4, 8, 12, 16, 20, 24)]
+    np.testing.assert_allclose(rates, expected, atol=1e-9)
+    for name in ("x", "y", "z", "roll", "pitch", "yaw", "gripper"):
+        entropies = scalars(run_dir, f"charts/entropy_{name}")
+        assert len(entropies) == 6 and all(0 <= e <= np.log(256) + 1e-4 for e in entropies), (name, entropies)
+    assert "entropy per x/y/z token" in proc.stdout
 
 
 def test_checkpoint_loads_with_new_unnorm_key_and_demo_quantiles(sft_run, tiny_dir):

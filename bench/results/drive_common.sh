@@ -9,8 +9,8 @@ tar -C /tmp/learn -xJf .learn/s5/prior.tar.xz
 [ -f .learn/s5/resume.tar.xz ] && tar -C /tmp/learn -xJf .learn/s5/resume.tar.xz  # session 5's PPO, where carried
 start=$(date +%s)
 log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
-evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXTRA]
+evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXTRA, envs in $EVAL_ENVS]
   local out=$1 ep=$2; shift 2; local variants=(); while [ "$1" != -- ]; do variants+=("$1"); shift; done; shift
   python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
-    --episodes "$ep" --num-envs 20 --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
+    --episodes "$ep" --num-envs "${EVAL_ENVS:-20}" --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
 }
