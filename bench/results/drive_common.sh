@@ -1,11 +1,11 @@
 # What the session drivers (learning_s*/drive.sh) share, sourced by them on the GPU machine: the working tree
-# copied to /tmp/job, session 5's prior and (where carried) PPO it. 120 unpacked into $LEARN_DIR=/tmp/learn, a timestamped
+# copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into $LEARN_DIR=/tmp/learn, a timestamped
 # log (/tmp/out/driver.log) and `evalv`, eval_generalization.py on the test seeds.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
 mkdir -p /tmp/out /tmp/learn
-tar -C /tmp/learn -xJf .learn/s5/prior.tar.xz
+[ -f .learn/s5/prior.tar.xz ] && tar -C /tmp/learn -xJf .learn/s5/prior.tar.xz  # session 5's prior, where carried
 [ -f .learn/s5/resume.tar.xz ] && tar -C /tmp/learn -xJf .learn/s5/resume.tar.xz  # session 5's PPO, where carried
 start=$(date +%s)
 log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
