@@ -7,14 +7,17 @@
 #   GPU 1, tag lr1e4: PPO from the same prior at LoRA lr 1e-4 instead of 5e-4, the learning-rate arm (a 24-episode
 #     update is mostly noise, BENCHMARKS.md section 4: smaller steps average more of it out).
 # Beside them, the prior on the blog's two siblings (200 greedy episodes each of unseen_target and red_cube).
-# Both arms stop by SIGTERM at $STOP_S seconds; then each arm's last checkpoint: 200 greedy and 200 sampled (T = 1)
+# First (issue 13, ~2 min, alone on the machine): `bench/env_throughput.py --worker-timing` with 4, 8 and 16
+# workers, each worker timing its own step: does the per-worker serial cost measured in session 9 (~1.2 ms per
+# added worker) sit inside the workers (their render calls queueing on the GPU) or around them (the main process)?
+# Both arms stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and 200 sampled (T = 1)
 # episodes of `train`, 200 greedy of each sibling.
 # carry: [".device", ".learn/s9/prior_same.tar.xz", ".learn/s9/run_same.tar.xz"]
 # On the device (the brief's prefix, then):
 #   (setsid bash bench/results/learning_s10/drive.sh </dev/null >/tmp/drive.out 2>&1 &)   # then poll
 #   tail /tmp/out/driver.log; copy /tmp/out/* to $OUT before the machine's 30 minutes end
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv
-STOP_S=${STOP_S:-1080}  # ~18 min of training (~125 iterations per arm at ~8.5 s); ~5 min of evaluation follow
+STOP_S=${STOP_S:-1020}  # 17 min of training (~120 iterations per arm at ~8.5 s); ~5 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
 export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
 mkdir -p "$LEARN_DIR"
@@ -36,6 +39,10 @@ arm() {  # gpu tag lr [resume-run]
   tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
 }
 log start
+for n in 4 8 16; do
+  [ "${LEARN_SMOKE:-0}" = 1 ] && break  # CPU smoke runs: no GPU rendering to time
+  python3 bench/env_throughput.py --num-workers $n --steps 100 --worker-timing >> /tmp/out/env_worker_timing.jsonl 2>/dev/null
+done; log "env worker timing done"
 ( CUDA_VISIBLE_DEVICES=1 evalv eval_sib_prior "$EP" unseen_target red_cube -- "$LEARN_DIR/prior" \
     > /tmp/out/eval_sib_prior.log 2>&1; log "prior sibling evals rc=$?"
   tar -C /tmp/learn -cJf /tmp/out/eval_prior.tar.xz eval_sib_prior ) &
