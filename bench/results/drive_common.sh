@@ -14,3 +14,11 @@ evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXT
   python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
     --episodes "$ep" --num-envs "${EVAL_ENVS:-20}" --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
 }
+pack_run() {  # algo tag: tar the newest run of that tag (optimizer kept: resumable) to /tmp/out/run_<tag>.tar.xz,
+  # log and print its last checkpoint
+  local run; run=$(ls -d "$LEARN_DIR/$1/train__$1_$2__"*/ | tail -1); run=${run%/}
+  local last; last=$(ls -d "$run"/checkpoints/iter_* | grep -E 'iter_[0-9]+$' | sort | tail -1)
+  log "$1 $2 last=$last"
+  tar -C "$LEARN_DIR" -cJf "/tmp/out/run_$2.tar.xz" "${run#"$LEARN_DIR"/}"
+  echo "$last"
+}

@@ -28,10 +28,7 @@ arm() {  # gpu tag lr [resume-run]
   export CUDA_VISIBLE_DEVICES=$gpu
   TAG=$tag ENVS=24 LR=$lr ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0 $resume" \
     bash bench/learning.sh ppo > "/tmp/out/ppo_$tag.log" 2>&1; log "ppo $tag rc=$?"
-  local run; run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$tag"__*/ | tail -1); run=${run%/}
-  local last; last=$(ls -d "$run"/checkpoints/iter_* | grep -E 'iter_[0-9]+$' | sort | tail -1)
-  log "ppo $tag last=$last"
-  tar -C "$LEARN_DIR" -cJf "/tmp/out/run_$tag.tar.xz" "${run#"$LEARN_DIR"/}"  # optimizer kept: resumable
+  local last; last=$(pack_run ppo "$tag")
   evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
   EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
   evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &

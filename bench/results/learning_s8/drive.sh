@@ -29,10 +29,7 @@ arm() {  # gpu algo tag reward envs lr [rl-args]
   REWARD=$reward ENVS=$envs LR=$lr ITERS=400 SAVE_EVERY=10 TAG=$tag \
     RL_ARGS="--eval-every 20 --eval-episodes 48 $args $resume" \
     bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
-  local run; run=$(ls -d /tmp/learn/$algo/train__${algo}_${tag}__*/ | tail -1); run=${run%/}
-  local last; last=$(ls -d "$run"/checkpoints/iter_* | grep -E 'iter_[0-9]+$' | sort | tail -1)
-  log "$tag last=$last"
-  tar -C /tmp/learn -cJf "/tmp/out/run_$tag.tar.xz" "${run#/tmp/learn/}"  # optimizer kept: resumable
+  local last; last=$(pack_run "$algo" "$tag")
   evalv "eval_key_$tag" 200 train -- "$last" > "/tmp/out/eval_$tag.log" 2>&1 &
   EXTRA="--temperature 1.0" evalv "eval_t1_$tag" 200 train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
   evalv "eval_sib_$tag" 200 unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &

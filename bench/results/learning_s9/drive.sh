@@ -36,10 +36,7 @@ arm() {  # gpu tag demo-seed
   local evals=$!
   TAG=$tag ENVS=24 ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0" \
     bash bench/learning.sh ppo > "/tmp/out/ppo_$tag.log" 2>&1; log "ppo $tag rc=$?"
-  local run; run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$tag"__*/ | tail -1); run=${run%/}
-  local last; last=$(ls -d "$run"/checkpoints/iter_* | grep -E 'iter_[0-9]+$' | sort | tail -1)
-  log "ppo $tag last=$last"
-  tar -C "$LEARN_DIR" -cJf "/tmp/out/run_$tag.tar.xz" "${run#"$LEARN_DIR"/}"  # optimizer kept: resumable
+  local last; last=$(pack_run ppo "$tag")
   evalv "eval_key_ppo_$tag" "$EP" train -- "$last" > "/tmp/out/eval_ppo_$tag.log" 2>&1 &
   EXTRA="--temperature 1.0" evalv "eval_t1_ppo_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_ppo_$tag.log" 2>&1 &
   wait; wait $evals; log "evals $tag done"
