@@ -446,7 +446,7 @@ if __name__ == "__main__":
             accuracy = (predicted == targets[:, :ACTION_DIM]).float().mean()
             l1 = (tokens_to_actions(predicted, model.config, stats).float() - demo_actions[mb_inds].to(device)).abs().mean()
             # How sharp the policy is: the entropy of each token's distribution over the 256 bins (what the
-            # RL scripts sample from), in nats; RL's gradient noise grows with it (BENCHMARKS.md section 4).
+            # RL scripts sample from), in nats.
             entropy = torch.distributions.Categorical(logits=action_logits).entropy().mean(0)  # (7,)
         window.append(torch.cat([torch.stack([loss.detach(), accuracy, l1]), entropy]))
         train_time += time.time() - step_start
@@ -456,7 +456,7 @@ if __name__ == "__main__":
                 dist.all_reduce(metrics)
                 metrics /= world_size
             window = []
-            entropy_xyz = metrics[3:6].mean().item()  # the translation tokens: most of RL's gradient noise
+            entropy_xyz = metrics[3:6].mean().item()  # the translation tokens, the ones that move the arm
             if rank == 0:
                 sps = global_step * global_batch / train_time
                 writer.add_scalar("losses/train_loss", metrics[0].item(), global_step)
