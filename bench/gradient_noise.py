@@ -40,6 +40,12 @@ for a checkpoint whose critic learned that reward, e.g. a `--reward progress` PP
 three translation tokens), `KEY@rotation` (three; the built-in tasks' norm stats map every bin to 0 rotation, so
 they act only through the gripper token that follows them) and `KEY@gripper`; the three sum to KEY's (checked
 per episode). Where the signal and where the noise of an update sit.
+`--group-size S` rolls the episodes out as GRPO does, in groups of S from one reset seed (`grpo_openvla`'s
+`group_seeds`), and adds `grpo`, GRPO's advantage (`group_advantages`: the episode's discounted return against
+its group's mean, over its std). The episodes of a group share a layout and are not independent, so then every
+estimate is taken over groups (h of a group = the mean of its episodes') and converted back to episodes (x S).
+If `grpo` resolves where `mc` does not, the noise is in the layouts' differences, which a per-layout baseline
+removes.
 """
 
 import json
@@ -57,7 +63,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import openvla_envs  # noqa: E402
 import openvla_patch as ovp  # noqa: E402
-from ppo_openvla import CKPT_INFO, compute_gae, episode_masks  # noqa: E402  (the script's own pieces)
+from grpo_openvla import group_advantages, group_seeds  # noqa: E402  (the scripts' own pieces)
+from ppo_openvla import CKPT_INFO, compute_gae, episode_masks  # noqa: E402
 
 
 @dataclass
@@ -85,6 +92,8 @@ class Args:
     """random half/half splits of the episodes: for the model-free cosine and for B_noise's spread"""
     seed: int = 0
     """seed of the rollout seeds, the sampling and the splits"""
+    group_size: int = 1
+    """> 1: roll out in groups of this size from one reset seed and add the `grpo` advantage (see above)"""
     by_token: list[str] = field(default_factory=list)
     """advantages (keys above, e.g. gae0_progress) whose gradient is also split by token group: KEY@xyz,
     KEY@rotation, KEY@gripper"""
@@ -130,6 +139,8 @@ def half_cosine(h: torch.Tensor, splits: int, gen: torch.Generator) -> float:
 def main(args: Args) -> None:
     if args.episodes % args.num_envs or args.episodes < 4:
         raise SystemExit(f"error: --episodes ({args.episodes}) must be a multiple of --num-envs and at least 4")
+    if args.group_size < 1 or args.num_envs % args.group_size or args.episodes // args.group_size < 4:
+        raise SystemExit(f"error: --group-size ({args.group_size}) must divide --num-envs and leave at least 4 groups")
     ckpt = Path(args.checkpoint)
     if not (ckpt / CKPT_INFO).exists():
         raise SystemExit(f"error: {ckpt} is not an RL checkpoint (no {CKPT_INFO}): pass .../checkpoints/iter_NNNNNN")
@@ -154,7 +165,7 @@ def main(args: Args) -> None:
     start = time.time()
     for first in tqdm(range(0, M, args.num_envs), desc="rollout", unit="round"):
         cols = slice(first, first + args.num_envs)
-        next_obs, instructions = envs.reset(rng.integers(*openvla_envs.ROLLOUT_SEEDS, size=args.num_envs).tolist())
+        next_obs, instructions = envs.reset(group_seeds(rng, args.num_envs, args.group_size))
         input_ids, attention_mask = processor.tokenize(instructions, device=device)
         prompts += [(input_ids[i], attention_mask[i]) for i in range(args.num_envs)]
         for t in range(T):
@@ -184,11 +195,16 @@ def main(args: Args) -> None:
         advantages[f"now_{args.reward}"] = dense
         for key, lam in ((f"gae_{args.reward}", args.gae_lambda), (f"gae0_{args.reward}", 0.0)):
             advantages[key] = compute_gae(dense, values, terminals, last_values, args.gamma, lam)[0]
+    if args.group_size > 1:  # GRPO's: the return against the group's, at every step of the episode
+        returns = (args.gamma ** torch.arange(T, dtype=torch.float32)[:, None] * rewards).sum(0)  # (M,)
+        advantages["grpo"] = group_advantages(returns, args.group_size, scale_rewards=True).expand(T, M)
     unknown = set(args.by_token) - set(advantages)
     if unknown:
         raise SystemExit(f"error: --by-token {sorted(unknown)}: not among the advantages {sorted(advantages)}")
     n = alive.sum()
     for key, adv in advantages.items():
+        if key == "grpo":  # its baseline is the group's; a batch-wide one on top would change it
+            continue
         mean = adv[alive].mean()
         advantages[key] = (adv - mean) / (adv[alive].std(unbiased=False) + 1e-8)
 
@@ -218,18 +234,23 @@ def main(args: Args) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     results = {"args": asdict(args), "checkpoint_info": {k: info[k] for k in ("vla_path", "iteration", "global_step")},
                "rollout_success_once": successes.any(0).float().mean().item(), "steps_in_loss": int(n),
-               "trainable_parameters": sum(p.numel() for p in params), "rollout_s": rollout_s}
+               "trainable_parameters": sum(p.numel() for p in params), "rollout_s": rollout_s,
+               "trace_sigma_per": "episode" if args.group_size == 1 else f"group of {args.group_size} episodes"}
+    S = args.group_size  # the independent unit: a group of S episodes (1: an episode)
+    in_episodes = lambda b: None if b is None else b * S  # noqa: E731  (B_noise in groups -> in episodes)
     for key, rows in grads.items():
-        h = torch.stack(rows)  # (M, P)
+        h = torch.stack(rows).view(M // S, S, -1).mean(1)  # (M / S, P): a group's gradient, the mean of its episodes'
+        units = h.shape[0]
         est = noise_scale(h)
+        est["B_noise"] = in_episodes(est["B_noise"])
         # spread: the estimate on random halves (without replacement: a resample with repeats would count the
         # repeated episodes' agreement as signal); wider than the full sample's, so a conservative range
-        halves = [noise_scale(h[torch.randperm(M, generator=gen)[: M // 2]])["B_noise"] for _ in range(args.splits)]
-        halves = np.array([np.inf if b is None else b for b in halves])  # unresolved = beyond any batch
+        halves = [noise_scale(h[torch.randperm(units, generator=gen)[: units // 2]])["B_noise"] for _ in range(args.splits)]
+        halves = np.array([np.inf if b is None else b * S for b in halves])  # unresolved = beyond any batch
         est["B_noise_on_halves_5_50_95"] = [None if np.isinf(q) else float(q)
                                             for q in np.quantile(halves, (0.05, 0.5, 0.95), method="nearest")]
         est["half_split_cosine"] = half_cosine(h, args.splits, gen)
-        est["B_noise_lower_bound_95"] = noise_scale_lower_bound(h, 10 * args.splits, gen)
+        est["B_noise_lower_bound_95"] = in_episodes(noise_scale_lower_bound(h, 10 * args.splits, gen))
         for b in (24, 96, 384):  # the share of an update's expected gain that B episodes deliver
             est[f"signal_fraction_at_{b}_episodes"] = 0.0 if est["B_noise"] is None else 1 / (1 + max(est["B_noise"], 0) / b)
         results[key] = est
