@@ -136,6 +136,29 @@ def half_cosine(h: torch.Tensor, splits: int, gen: torch.Generator) -> float:
     return float(np.mean(cosines))
 
 
+def estimate(h: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
+    """h (M, P): per-episode gradients -> every reported estimate, B_noise in episodes. The independent unit is
+    a group of `group_size` consecutive episodes (1: an episode): a group's gradient is its episodes' mean, the
+    estimates are taken over groups, and a B_noise in groups is `group_size` times as many episodes."""
+    s = group_size
+    h = h.view(h.shape[0] // s, s, -1).mean(1)  # (M / S, P)
+    units = h.shape[0]
+    in_episodes = lambda b: None if b is None else b * s  # noqa: E731
+    est = noise_scale(h)  # trace_sigma per unit
+    est["B_noise"] = in_episodes(est["B_noise"])
+    # spread: the estimate on random halves (without replacement: a resample with repeats would count the
+    # repeated episodes' agreement as signal); wider than the full sample's, so a conservative range
+    halves = [noise_scale(h[torch.randperm(units, generator=gen)[: units // 2]])["B_noise"] for _ in range(splits)]
+    halves = np.array([np.inf if b is None else b * s for b in halves])  # unresolved = beyond any batch
+    est["B_noise_on_halves_5_50_95"] = [None if np.isinf(q) else float(q)
+                                        for q in np.quantile(halves, (0.05, 0.5, 0.95), method="nearest")]
+    est["half_split_cosine"] = half_cosine(h, splits, gen)
+    est["B_noise_lower_bound_95"] = in_episodes(noise_scale_lower_bound(h, 10 * splits, gen))
+    for b in (24, 96, 384):  # the share of an update's expected gain that B episodes deliver
+        est[f"signal_fraction_at_{b}_episodes"] = 0.0 if est["B_noise"] is None else 1 / (1 + max(est["B_noise"], 0) / b)
+    return est
+
+
 def main(args: Args) -> None:
     if args.episodes % args.num_envs or args.episodes < 4:
         raise SystemExit(f"error: --episodes ({args.episodes}) must be a multiple of --num-envs and at least 4")
@@ -236,24 +259,8 @@ def main(args: Args) -> None:
                "rollout_success_once": successes.any(0).float().mean().item(), "steps_in_loss": int(n),
                "trainable_parameters": sum(p.numel() for p in params), "rollout_s": rollout_s,
                "trace_sigma_per": "episode" if args.group_size == 1 else f"group of {args.group_size} episodes"}
-    S = args.group_size  # the independent unit: a group of S episodes (1: an episode)
-    in_episodes = lambda b: None if b is None else b * S  # noqa: E731  (B_noise in groups -> in episodes)
     for key, rows in grads.items():
-        h = torch.stack(rows).view(M // S, S, -1).mean(1)  # (M / S, P): a group's gradient, the mean of its episodes'
-        units = h.shape[0]
-        est = noise_scale(h)
-        est["B_noise"] = in_episodes(est["B_noise"])
-        # spread: the estimate on random halves (without replacement: a resample with repeats would count the
-        # repeated episodes' agreement as signal); wider than the full sample's, so a conservative range
-        halves = [noise_scale(h[torch.randperm(units, generator=gen)[: units // 2]])["B_noise"] for _ in range(args.splits)]
-        halves = np.array([np.inf if b is None else b * S for b in halves])  # unresolved = beyond any batch
-        est["B_noise_on_halves_5_50_95"] = [None if np.isinf(q) else float(q)
-                                            for q in np.quantile(halves, (0.05, 0.5, 0.95), method="nearest")]
-        est["half_split_cosine"] = half_cosine(h, args.splits, gen)
-        est["B_noise_lower_bound_95"] = in_episodes(noise_scale_lower_bound(h, 10 * args.splits, gen))
-        for b in (24, 96, 384):  # the share of an update's expected gain that B episodes deliver
-            est[f"signal_fraction_at_{b}_episodes"] = 0.0 if est["B_noise"] is None else 1 / (1 + max(est["B_noise"], 0) / b)
-        results[key] = est
+        results[key] = estimate(torch.stack(rows), args.group_size, args.splits, gen)
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

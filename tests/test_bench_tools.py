@@ -107,7 +107,7 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     """bench/gradient_noise.py's estimator (McCandlish et al. 2018, appendix A) on synthetic per-episode gradients
     h_i = G + noise with |G|^2 = 1 and tr(Sigma) = 20: B_noise = 20 episodes, half-split cosine ~ 1 / (1 + 40 / M)."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from gradient_noise import half_cosine, noise_scale, noise_scale_lower_bound
+    from gradient_noise import estimate, half_cosine, noise_scale, noise_scale_lower_bound
 
     gen = torch.Generator().manual_seed(0)
     m, p = 400, 50
@@ -121,3 +121,7 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     assert 10 < noise_scale_lower_bound(h, 500, gen) < 20  # a 95 % lower bound: below the truth, not far below
     pure_noise = noise_scale(torch.randn(m, p, generator=gen, dtype=torch.float64))["B_noise"]
     assert pure_noise is None or pure_noise > 100  # no signal: unresolved, or a scale far beyond the sample
+    # --group-size: over groups of 4 independent episodes the estimate is in groups (5), reported in episodes
+    grouped = estimate(h, 4, 50, gen)
+    assert grouped["B_noise"] == pytest.approx(20.0, rel=0.3) and grouped["trace_sigma"] == pytest.approx(5.0, rel=0.15)
+    assert grouped["signal_fraction_at_24_episodes"] == pytest.approx(1 / (1 + grouped["B_noise"] / 24))
