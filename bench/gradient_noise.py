@@ -46,6 +46,10 @@ its group's mean, over its std). The episodes of a group share a layout and are 
 estimate is taken over groups (h of a group = the mean of its episodes') and converted back to episodes (x S).
 If `grpo` resolves where `mc` does not, the noise is in the layouts' differences, which a per-layout baseline
 removes.
+`--vision` also takes every gradient with respect to the vision towers and the projector (what the scripts'
+`--train-vision` trains; frozen in the checkpoint's run) and reports each advantage twice more: `KEY#vision`
+(towers and projector alone) and `KEY#all` (LoRA and vision together); `KEY` stays the LoRA weights'. Does the
+reward respond to the image features more than to how the LM reads them (issue 12's cause 3)?
 """
 
 import json
@@ -97,42 +101,50 @@ class Args:
     by_token: list[str] = field(default_factory=list)
     """advantages (keys above, e.g. gae0_progress) whose gradient is also split by token group: KEY@xyz,
     KEY@rotation, KEY@gripper"""
+    vision: bool = False
+    """also measure the gradients with respect to the vision towers and the projector (KEY#vision, KEY#all)"""
     out: str = ""
     """write the results as JSON here (empty: print only)"""
 
 
-def noise_scale(h: torch.Tensor) -> dict[str, float | None]:
-    """h (M, P): per-episode gradients in batch-mean units -> |G|^2, tr(Sigma), B_noise (unbiased, appendix A).
-    B_noise is None where the |G|^2 estimate is not positive: the noise of M episodes hides the signal."""
-    m = h.shape[0]
-    small = h.pow(2).sum(1).mean()  # E = |G|^2 + tr(Sigma)
-    big = h.mean(0).pow(2).sum()  # E = |G|^2 + tr(Sigma) / M
+# Every estimate below needs the per-episode gradients h (M, P) only through their Gram matrix K = h h^T (M x M):
+# |h_i|^2 = K_ii, |mean of a set S|^2 = sum of K over S x S / |S|^2. So K is formed once (one matrix product)
+# and the splits and sign flips cost O(M^2) each instead of touching all P parameters again.
+
+def noise_scale(gram: torch.Tensor) -> dict[str, float | None]:
+    """gram (M, M): Gram matrix of per-episode gradients in batch-mean units -> |G|^2, tr(Sigma), B_noise
+    (unbiased, appendix A). B_noise is None where the |G|^2 estimate is not positive: the noise of M episodes
+    hides the signal."""
+    m = gram.shape[0]
+    small = gram.diagonal().mean()  # mean |h_i|^2: E = |G|^2 + tr(Sigma)
+    big = gram.sum() / m**2  # |mean h_i|^2: E = |G|^2 + tr(Sigma) / M
     g2 = (m * big - small) / (m - 1)
     trace = (small - big) * m / (m - 1)
     return {"G2": g2.item(), "trace_sigma": trace.item(),
             "B_noise": (trace / g2).item() if g2 > 0 else None}
 
 
-def noise_scale_lower_bound(h: torch.Tensor, flips: int, gen: torch.Generator) -> float | None:
+def noise_scale_lower_bound(gram: torch.Tensor, flips: int, gen: torch.Generator) -> float | None:
     """A 95 % lower bound on B_noise from random sign flips z of the h_i (the statistic's no-signal distribution);
-    None when even the bound is not positive. With K = h h^T (M x M), |sum z_i h_i|^2 = z^T K z: cheap per flip."""
-    m = h.shape[0]
-    gram = h @ h.T
+    None when even the bound is not positive. |sum z_i h_i|^2 = z^T K z."""
+    m = gram.shape[0]
     small = gram.diagonal().mean()
-    z = torch.randint(0, 2, (flips, m), generator=gen, dtype=h.dtype) * 2 - 1  # (flips, M)
+    z = torch.randint(0, 2, (flips, m), generator=gen, dtype=gram.dtype) * 2 - 1  # (flips, M)
     null = ((z @ gram) * z).sum(1) / m - small  # (M - 1) * the |G|^2 estimate, per flip
     observed = gram.sum() / m - small
     g2_upper = (observed - torch.quantile(null, 0.05)) / (m - 1)
-    return (noise_scale(h)["trace_sigma"] / g2_upper).item() if g2_upper > 0 else None
+    return (noise_scale(gram)["trace_sigma"] / g2_upper).item() if g2_upper > 0 else None
 
 
-def half_cosine(h: torch.Tensor, splits: int, gen: torch.Generator) -> float:
-    m = h.shape[0]
+def half_cosine(gram: torch.Tensor, splits: int, gen: torch.Generator) -> float:
+    """The cosine between the mean gradients of two random disjoint halves, averaged over `splits` splits."""
+    m = gram.shape[0]
     cosines = []
     for _ in range(splits):
         perm = torch.randperm(m, generator=gen)
-        a, b = h[perm[: m // 2]].mean(0), h[perm[m // 2 : 2 * (m // 2)]].mean(0)
-        cosines.append(torch.nn.functional.cosine_similarity(a, b, dim=0).item())
+        a, b = perm[: m // 2], perm[m // 2 : 2 * (m // 2)]
+        ab, aa, bb = gram[a][:, b].sum(), gram[a][:, a].sum(), gram[b][:, b].sum()  # (sums of) dot products
+        cosines.append((ab / (aa * bb).sqrt().clamp_min(1e-300)).item())
     return float(np.mean(cosines))
 
 
@@ -140,20 +152,28 @@ def estimate(h: torch.Tensor, group_size: int, splits: int, gen: torch.Generator
     """h (M, P): per-episode gradients -> every reported estimate, B_noise in episodes. The independent unit is
     a group of `group_size` consecutive episodes (1: an episode): a group's gradient is its episodes' mean, the
     estimates are taken over groups, and a B_noise in groups is `group_size` times as many episodes."""
+    return estimate_from_gram(h.double() @ h.double().T, group_size, splits, gen)
+
+
+def estimate_from_gram(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
+    """`estimate` from the Gram matrix (M, M) of the per-episode gradients."""
     s = group_size
-    h = h.view(h.shape[0] // s, s, -1).mean(1)  # (M / S, P)
-    units = h.shape[0]
+    units = gram.shape[0] // s
+    gram = gram.view(units, s, units, s).mean((1, 3))  # the groups' mean gradients' Gram matrix (M / S, M / S)
     in_episodes = lambda b: None if b is None else b * s  # noqa: E731
-    est = noise_scale(h)  # trace_sigma per unit
+    est = noise_scale(gram)  # trace_sigma per unit
     est["B_noise"] = in_episodes(est["B_noise"])
     # spread: the estimate on random halves (without replacement: a resample with repeats would count the
     # repeated episodes' agreement as signal); wider than the full sample's, so a conservative range
-    halves = [noise_scale(h[torch.randperm(units, generator=gen)[: units // 2]])["B_noise"] for _ in range(splits)]
+    halves = []
+    for _ in range(splits):
+        half = torch.randperm(units, generator=gen)[: units // 2]
+        halves.append(noise_scale(gram[half][:, half])["B_noise"])
     halves = np.array([np.inf if b is None else b * s for b in halves])  # unresolved = beyond any batch
     est["B_noise_on_halves_5_50_95"] = [None if np.isinf(q) else float(q)
                                         for q in np.quantile(halves, (0.05, 0.5, 0.95), method="nearest")]
-    est["half_split_cosine"] = half_cosine(h, splits, gen)
-    est["B_noise_lower_bound_95"] = in_episodes(noise_scale_lower_bound(h, 10 * splits, gen))
+    est["half_split_cosine"] = half_cosine(gram, splits, gen)
+    est["B_noise_lower_bound_95"] = in_episodes(noise_scale_lower_bound(gram, 10 * splits, gen))
     for b in (24, 96, 384):  # the share of an update's expected gain that B episodes deliver
         est[f"signal_fraction_at_{b}_episodes"] = 0.0 if est["B_noise"] is None else 1 / (1 + max(est["B_noise"], 0) / b)
     return est
@@ -174,6 +194,10 @@ def main(args: Args) -> None:
                                     with_value_head=True)
     stats = ovp.action_stats(model.config, info["unnorm_key"])
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
+    n_lora = sum(p.numel() for p in params)  # each gradient row: the LoRA weights', then (--vision) the towers'
+    if args.vision:
+        ovp.make_vision_trainable(model)
+        params += list(ovp.vision_modules(model).parameters())
     envs = openvla_envs.make_envs(args.env_id, args.num_envs, device=device, backend="cpu", reward=args.reward,
                                   max_episode_steps=args.num_steps)
     rng = np.random.default_rng(args.seed)
@@ -246,7 +270,8 @@ def main(args: Args) -> None:
         for k, (name, key, positions) in enumerate(losses):
             logprob = ev.logprobs[:, positions].sum(-1)  # (steps,) over all 7: the composite action's, as in ppo_update
             loss = -(advantages[key][steps, i].to(device) * logprob).sum() * M / n
-            g = torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1)
+            g = torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1,
+                                    allow_unused=True, materialize_grads=True)  # towers' unused heads: 0
             grads[name].append(torch.cat([x.flatten() for x in g]).double().cpu())
 
     for key in args.by_token:  # the groups' gradients add up to the whole's, episode by episode
@@ -257,10 +282,18 @@ def main(args: Args) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     results = {"args": asdict(args), "checkpoint_info": {k: info[k] for k in ("vla_path", "iteration", "global_step")},
                "rollout_success_once": successes.any(0).float().mean().item(), "steps_in_loss": int(n),
-               "trainable_parameters": sum(p.numel() for p in params), "rollout_s": rollout_s,
+               "trainable_parameters": n_lora, "rollout_s": rollout_s,
                "trace_sigma_per": "episode" if args.group_size == 1 else f"group of {args.group_size} episodes"}
+    if args.vision:
+        results["vision_parameters"] = sum(p.numel() for p in params) - n_lora
     for key, rows in grads.items():
-        results[key] = estimate(torch.stack(rows), args.group_size, args.splits, gen)
+        h = torch.stack(rows)  # (M, parameters)
+        lora = h[:, :n_lora] @ h[:, :n_lora].T  # (M, M) Gram matrices, per parameter group
+        results[key] = estimate_from_gram(lora, args.group_size, args.splits, gen)
+        if args.vision:
+            vision = h[:, n_lora:] @ h[:, n_lora:].T
+            results[f"{key}#vision"] = estimate_from_gram(vision, args.group_size, args.splits, gen)
+            results[f"{key}#all"] = estimate_from_gram(lora + vision, args.group_size, args.splits, gen)
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

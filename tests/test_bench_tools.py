@@ -114,12 +114,15 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     g = torch.zeros(p, dtype=torch.float64)
     g[0] = 1.0
     h = g + torch.randn(m, p, generator=gen, dtype=torch.float64) * (20 / p) ** 0.5
-    est = noise_scale(h)
+    gram = h @ h.T  # the estimators work on the Gram matrix of the per-episode gradients
+    est = noise_scale(gram)
     assert est["G2"] == pytest.approx(1.0, abs=0.15) and est["trace_sigma"] == pytest.approx(20.0, rel=0.1)
     assert est["B_noise"] == pytest.approx(20.0, rel=0.2)
-    assert half_cosine(h, 50, gen) == pytest.approx(1 / (1 + 40 / m), abs=0.05)
-    assert 10 < noise_scale_lower_bound(h, 500, gen) < 20  # a 95 % lower bound: below the truth, not far below
-    pure_noise = noise_scale(torch.randn(m, p, generator=gen, dtype=torch.float64))["B_noise"]
+    assert est["G2"] == pytest.approx((m * h.mean(0).pow(2).sum() - h.pow(2).sum(1).mean()).item() / (m - 1))
+    assert half_cosine(gram, 50, gen) == pytest.approx(1 / (1 + 40 / m), abs=0.05)
+    assert 10 < noise_scale_lower_bound(gram, 500, gen) < 20  # a 95 % lower bound: below the truth, not far below
+    noise = torch.randn(m, p, generator=gen, dtype=torch.float64)
+    pure_noise = noise_scale(noise @ noise.T)["B_noise"]
     assert pure_noise is None or pure_noise > 100  # no signal: unresolved, or a scale far beyond the sample
     # --group-size: over groups of 4 independent episodes the estimate is in groups (5), reported in episodes
     grouped = estimate(h, 4, 50, gen)
