@@ -10,7 +10,8 @@
 #     ARM1=grpo: GRPO (sparse, groups of 8), the issue's second algorithm at the budget, at the rate PPO needs;
 #       sessions 7's lr-5e-4 GRPO walked away from its prior.
 #     ARM1=vision: PPO with --train-vision (towers and projector, full fine-tuning at $VISION_LR): issue 12's
-#       cause 3, chosen if bench/gradient_noise.py --vision finds the reward's signal in the towers.
+#       cause 3. The default: bench/gradient_noise.py --vision resolved the towers' gradient on one of two
+#       96-episode samples and the LoRA's on neither (BENCHMARKS.md section 4, session 10); the arm decides.
 # Both stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and 200
 # sampled (T = 1) episodes of `train`, 200 greedy of each sibling (the prior's cells are session 9's and 10's).
 # carry: [".device", ".learn/s9/prior_same.tar.xz", ".learn/s10/run_lr1e4_last.tar.xz"] (~60 MB; the run tar holds
