@@ -148,15 +148,11 @@ def half_cosine(gram: torch.Tensor, splits: int, gen: torch.Generator) -> float:
     return float(np.mean(cosines))
 
 
-def estimate(h: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
-    """h (M, P): per-episode gradients -> every reported estimate, B_noise in episodes. The independent unit is
-    a group of `group_size` consecutive episodes (1: an episode): a group's gradient is its episodes' mean, the
-    estimates are taken over groups, and a B_noise in groups is `group_size` times as many episodes."""
-    return estimate_from_gram(h.double() @ h.double().T, group_size, splits, gen)
-
-
-def estimate_from_gram(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
-    """`estimate` from the Gram matrix (M, M) of the per-episode gradients."""
+def estimate(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
+    """gram (M, M): Gram matrix of the per-episode gradients -> every reported estimate, B_noise in episodes. The
+    independent unit is a group of `group_size` consecutive episodes (1: an episode): a group's gradient is its
+    episodes' mean, the estimates are taken over groups, and a B_noise in groups is `group_size` times as many
+    episodes."""
     s = group_size
     units = gram.shape[0] // s
     gram = gram.view(units, s, units, s).mean((1, 3))  # the groups' mean gradients' Gram matrix (M / S, M / S)
@@ -289,11 +285,11 @@ def main(args: Args) -> None:
     for key, rows in grads.items():
         h = torch.stack(rows)  # (M, parameters)
         lora = h[:, :n_lora] @ h[:, :n_lora].T  # (M, M) Gram matrices, per parameter group
-        results[key] = estimate_from_gram(lora, args.group_size, args.splits, gen)
+        results[key] = estimate(lora, args.group_size, args.splits, gen)
         if args.vision:
             vision = h[:, n_lora:] @ h[:, n_lora:].T
-            results[f"{key}#vision"] = estimate_from_gram(vision, args.group_size, args.splits, gen)
-            results[f"{key}#all"] = estimate_from_gram(lora + vision, args.group_size, args.splits, gen)
+            results[f"{key}#vision"] = estimate(vision, args.group_size, args.splits, gen)
+            results[f"{key}#all"] = estimate(lora + vision, args.group_size, args.splits, gen)
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

@@ -125,6 +125,6 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     pure_noise = noise_scale(noise @ noise.T)["B_noise"]
     assert pure_noise is None or pure_noise > 100  # no signal: unresolved, or a scale far beyond the sample
     # --group-size: over groups of 4 independent episodes the estimate is in groups (5), reported in episodes
-    grouped = estimate(h, 4, 50, gen)
+    grouped = estimate(gram, 4, 50, gen)
     assert grouped["B_noise"] == pytest.approx(20.0, rel=0.3) and grouped["trace_sigma"] == pytest.approx(5.0, rel=0.15)
     assert grouped["signal_fraction_at_24_episodes"] == pytest.approx(1 / (1 + grouped["B_noise"] / 24))
