@@ -5,6 +5,7 @@ episode i is `--seed + i`, the same for every checkpoint, so checkpoints face id
 decoding greedily (argmax over the 256 action tokens) or, with `--temperature T > 0`, sampling at T.
 Per (checkpoint, variant) it reports success_once (the task was solved at some step: the blog's
 metric) and success_at_end (solved at the last step: RL4VLA's), each with a 95 % Wilson score interval,
+where the built-in tasks' failures go (the cube held at some step; left on a receptacle not named),
 and the difference in success_once between the first checkpoint and each other one (the seeds' central
 question: does RL on `train` move the unseen variants?).
 
@@ -34,7 +35,9 @@ results.json = {
   "checkpoints": [{"name", "path", "slug", "kind": "base" | "adapter", "unnorm_key"}],
   "results": [{"checkpoint", "variant", "category", "n", "success_once", "success_at_end",
                "success_once_ci": [lo, hi], "success_at_end_ci": [lo, hi], "episodic_return",
-               "diff_success_once": success_once minus the first checkpoint's (null for the first)}],
+               "diff_success_once": success_once minus the first checkpoint's (null for the first),
+               "grasped_once", "wrong_receptacle_at_end": failure modes, fractions of episodes (built-in
+               tasks; null elsewhere)}],
   "rl4vla_summary" (only with RL4VLA's summary): [{"checkpoint", "group": "in_distribution" | "vision" |
                "semantic" | "execution" | "ood", "variants": [...], "n", "success_once", "success_at_end",
                "success_once_ci", "success_at_end_ci"}]}
@@ -76,6 +79,9 @@ from openvla_patch import BUILTIN_NORM_KEY, OpenVLAError, action_stats, load_vla
 
 RL_INFO_FILE = "openvla_rl.json"
 Z_95 = 1.959963984540054  # standard normal quantile of 0.975
+# where the failures go (built-in tasks): the cube was held at some step / it ends, released, on a receptacle
+# the instruction did not name (an `unseen_target` policy that goes to the train towel: language ignored)
+FAILURE_MODES = ("grasped_once", "wrong_receptacle_at_end")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -184,6 +190,7 @@ def run_cell(model, processor, stats, envs, args: Args, bar: tqdm) -> dict:
     """All episodes of one (checkpoint, variant) -> per-episode results and the first episodes' frames."""
     generator = torch.Generator(model.projector.fc1.weight.device).manual_seed(args.seed)
     once, at_end, returns, videos = [], [], [], []
+    modes: dict[str, list] = {m: [] for m in FAILURE_MODES}  # built-in tasks only (others' infos lack them)
     for first in range(0, args.episodes, envs.num_envs):
         obs, instructions = envs.reset([args.seed + first + i for i in range(envs.num_envs)])
         frames = [obs.cpu().numpy()] if first == 0 else []  # (N, 224, 224, 3) per step
@@ -198,12 +205,15 @@ def run_cell(model, processor, stats, envs, args: Args, bar: tqdm) -> dict:
         once += infos["success_once"].tolist()
         at_end += infos["success_at_end"].tolist()
         returns += infos["episodic_return"].tolist()
+        for m in FAILURE_MODES:
+            modes[m] += infos[m].tolist() if m in infos else []
         if first == 0:
             videos = list(np.stack(frames, 1)[: args.videos_per_variant])  # each (T + 1, 224, 224, 3)
     n = args.episodes  # the last round may run extra envs: their episodes are not counted
     return {"success_once_per_episode": [bool(s) for s in once[:n]],
             "success_at_end_per_episode": [bool(s) for s in at_end[:n]],
-            "episodic_return": float(np.mean(returns[:n]))}, videos
+            "episodic_return": float(np.mean(returns[:n])),
+            **{f"{m}_per_episode": [bool(x) for x in modes[m][:n]] for m in FAILURE_MODES if modes[m]}}, videos
 
 
 def summarise(cell: dict) -> dict:
@@ -212,7 +222,8 @@ def summarise(cell: dict) -> dict:
     once, at_end = sum(cell["success_once_per_episode"]), sum(cell["success_at_end_per_episode"])
     return {"n": n, "success_once": once / n, "success_at_end": at_end / n,
             "success_once_ci": list(wilson_interval(once, n)), "success_at_end_ci": list(wilson_interval(at_end, n)),
-            "episodic_return": cell["episodic_return"]}
+            "episodic_return": cell["episodic_return"],
+            **{m: (sum(cell[f"{m}_per_episode"]) / n if f"{m}_per_episode" in cell else None) for m in FAILURE_MODES}}
 
 
 def markdown_tables(rows: list[dict], checkpoints: list[Checkpoint]) -> str:
@@ -222,6 +233,7 @@ def markdown_tables(rows: list[dict], checkpoints: list[Checkpoint]) -> str:
         diff = c > 0
         header = ["variant", "category", "success_once", "95% CI", "success_at_end", "95% CI", "n"]
         header += [f"Δ success_once vs {checkpoints[0].name}"] if diff else []
+        header += ["grasped once", "wrong receptacle at end"]
         lines = [f"### {ckpt.name} (unnorm_key {ckpt.unnorm_key})", "", "| " + " | ".join(header) + " |",
                  "|" + "---|" * len(header)]
         for r in (r for r in rows if r["checkpoint"] == ckpt.name):
@@ -229,6 +241,7 @@ def markdown_tables(rows: list[dict], checkpoints: list[Checkpoint]) -> str:
                      "[{:.3f}, {:.3f}]".format(*r["success_once_ci"]), f"{r['success_at_end']:.3f}",
                      "[{:.3f}, {:.3f}]".format(*r["success_at_end_ci"]), str(r["n"])]
             cells += [f"{r['diff_success_once']:+.3f}"] if diff else []
+            cells += ["-" if r[m] is None else f"{r[m]:.3f}" for m in FAILURE_MODES]
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"

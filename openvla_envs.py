@@ -469,13 +469,21 @@ class OpenVLATabletopEnv(BaseEnv):
         p[:, 2] += self.target_receptacle.top
         return p, self.target_receptacle.half
 
+    def _on(self, actor: Any, receptacle: Receptacle) -> torch.Tensor:
+        """(N,) the cube rests on `actor`'s top surface: its centre over the success square, at resting height."""
+        d = self.cube.pose.p - actor.pose.p
+        return (d[:, :2].abs() <= receptacle.half).all(1) & ((d[:, 2] - receptacle.top - self.shape.half[2]).abs() < 0.01)
+
     def evaluate(self) -> dict[str, torch.Tensor]:
-        top, half = self._target_top()
-        d = self.cube.pose.p - top
-        on_target = (d[:, :2].abs() <= half).all(1) & ((d[:, 2] - self.shape.half[2]).abs() < 0.01)
+        on_target = self._on(self.target_actor, self.target_receptacle)
+        on_other = torch.zeros_like(on_target)  # on a receptacle the instruction did not name
+        for kind, actor in zip(self.receptacle_kinds, self.receptacles, strict=True):
+            if actor is not self.target_actor:
+                on_other |= self._on(actor, RECEPTACLES[kind])
         is_grasped = self.agent.is_grasping(self.cube)
-        still = torch.linalg.norm(self.cube.linear_velocity, dim=1) < 0.05
-        return {"success": on_target & ~is_grasped & still, "on_target": on_target, "is_grasped": is_grasped}
+        placed = ~is_grasped & (torch.linalg.norm(self.cube.linear_velocity, dim=1) < 0.05)  # released, at rest
+        return {"success": on_target & placed, "wrong_receptacle": on_other & placed, "on_target": on_target,
+                "is_grasped": is_grasped}
 
     def compute_dense_reward(self, obs: Any, action: torch.Tensor, info: dict) -> torch.Tensor:
         self._grasp_streak = torch.where(info["is_grasped"], self._grasp_streak + 1, 0)
@@ -950,8 +958,10 @@ class VecEnv:
     `reset(seeds)` -> (images (N, H, W, 3) uint8, instructions, read anew each reset since RL4VLA's tasks
     change them per episode); `step(actions)` -> (images,
     rewards (N,) float32, dones (N,) bool, infos), all torch on `device`. `dones` is True on the
-    episode's last step, where `infos` adds `success_once`, `success_at_end` and `episodic_return`;
-    stepping further raises until the next `reset`. `infos["success"]` is there every step.
+    episode's last step, where `infos` adds `success_once`, `success_at_end` and `episodic_return`, and on
+    the built-in tasks the failure modes `grasped_once` (the cube was held at some step) and
+    `wrong_receptacle_at_end` (it lies, released, on a receptacle the instruction did not name); stepping
+    further raises until the next `reset`. `infos["success"]` is there every step.
     """
 
     def __init__(
@@ -1014,6 +1024,7 @@ class VecEnv:
         self._t = 0
         self._return = torch.zeros(self.num_envs, device=self.device)
         self._success_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self._grasped_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return self._images(obs), self.instructions
 
     def step(
@@ -1031,6 +1042,8 @@ class VecEnv:
         rewards = (torch.as_tensor(env_rewards, device=self.device) if self.env_reward else success).float()
         self._return += rewards
         self._success_once |= success
+        if "is_grasped" in info:  # the built-in tasks' failure modes (the evaluation reports them)
+            self._grasped_once |= torch.as_tensor(info["is_grasped"], device=self.device).bool()
         done = self._t == self.max_episode_steps
         infos: dict[str, torch.Tensor] = {"success": success}
         if done:
@@ -1039,6 +1052,11 @@ class VecEnv:
                 success_at_end=success.clone(),
                 episodic_return=self._return.clone(),
             )
+            if "wrong_receptacle" in info:
+                infos.update(
+                    grasped_once=self._grasped_once.clone(),
+                    wrong_receptacle_at_end=torch.as_tensor(info["wrong_receptacle"], device=self.device).bool(),
+                )
         return self._images(obs), rewards, torch.full_like(success, done), infos
 
     def expert_actions(self, noise: float = 0.0, pause_prob: float = 0.0) -> torch.Tensor:

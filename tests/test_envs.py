@@ -148,6 +148,7 @@ def test_expert_episode_through_workers(train_envs):
         torch.testing.assert_close(rewards, infos["success"].float())  # sparse reward = success indicator
         total += rewards
     assert infos["success_once"].all() and infos["success_at_end"].all()
+    assert infos["grasped_once"].all() and not infos["wrong_receptacle_at_end"].any()  # the failure modes, through workers
     torch.testing.assert_close(infos["episodic_return"], total)
     with pytest.raises(RuntimeError, match="reset"):
         envs.step(np.zeros((2, 7)))
@@ -215,6 +216,12 @@ def test_language_variants(first_images):
     u = expert_episode("unseen_target")
     assert u.get_language_instruction() == ["put the green cube on the plate"]
     assert torch.linalg.norm(u.cube.pose.p[0, :2] - u.receptacles[1].pose.p[0, :2]) < oe.PLATE_RADIUS  # the plate
+    assert not u.evaluate()["wrong_receptacle"].item()
+    # the cube moved onto the towel, the receptacle `train` names: a failure the evaluation reports as such
+    towel = u.receptacles[0].pose.p + torch.tensor([[0.0, 0.0, oe.RECEPTACLES["towel"].top + u.shape.half[2]]])
+    u.cube.set_pose(oe.Pose.create_from_pq(towel, u.cube.pose.q))
+    info = u.evaluate()
+    assert info["wrong_receptacle"].item() and not info["success"].item()
 
 
 def expert_episode(variant: str, seed: int = SEED) -> oe.OpenVLATabletopEnv:

@@ -75,7 +75,7 @@ def suite(tiny_dir, rl_run_dir, tmp_path_factory):
 
 def test_table_json_png_videos(suite, tiny_dir, rl_run_dir):
     out, proc = suite
-    assert "| variant | category | success_once | 95% CI | success_at_end | 95% CI | n |" in proc.stdout
+    assert "| variant | category | success_once | 95% CI | success_at_end | 95% CI | n | grasped once |" in proc.stdout
     assert f"Δ success_once vs {tiny_dir}" in proc.stdout and "greedy decoding" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"settings", "checkpoints", "results"}
@@ -87,7 +87,9 @@ def test_table_json_png_videos(suite, tiny_dir, rl_run_dir):
         (str(tiny_dir), "train"), (str(tiny_dir), "red_cube"), (str(rl_run_dir), "train"), (str(rl_run_dir), "red_cube")]
     for r in rows:
         assert set(r) == {"checkpoint", "variant", "category", "n", "success_once", "success_at_end",
-                          "success_once_ci", "success_at_end_ci", "episodic_return", "diff_success_once"}
+                          "success_once_ci", "success_at_end_ci", "episodic_return", "diff_success_once",
+                          "grasped_once", "wrong_receptacle_at_end"}
+        assert 0 <= r["grasped_once"] <= 1 and r["wrong_receptacle_at_end"] == 0  # 4 steps: nothing placed
         assert r["n"] == 2 and r["category"] == {"train": "train", "red_cube": "vision"}[r["variant"]]
         lo, hi = r["success_once_ci"]
         assert 0 <= lo <= r["success_once"] <= hi <= 1
@@ -99,6 +101,7 @@ def test_table_json_png_videos(suite, tiny_dir, rl_run_dir):
     assert len(videos) == 4 and all(v.stat().st_size > 1000 for v in videos)
     cell = json.loads(next(out.glob("runs/*/red_cube.json")).read_text())
     assert len(cell["success_once_per_episode"]) == 2 and cell["settings"]["max_episode_steps"] == 4
+    assert len(cell["grasped_once_per_episode"]) == len(cell["wrong_receptacle_at_end_per_episode"]) == 2
 
 
 @pytest.fixture(scope="module")
