@@ -14,11 +14,17 @@ evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXT
   python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
     --episodes "$ep" --num-envs "${EVAL_ENVS:-20}" --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
 }
-pack_run() {  # algo tag: tar the newest run of that tag (optimizer kept: resumable) to /tmp/out/run_<tag>.tar.xz,
-  # log and print its last checkpoint
+pack_run() {  # algo tag: pack the newest run of that tag and print its last checkpoint. The device hands back
+  # files of at most 16 MiB: /tmp/out/run_<tag>_last.tar.xz holds the last checkpoint whole (optimizer, RNG,
+  # --train-vision's towers: resumable) and the event files; run_<tag>_ckpts.tar.xz every checkpoint's adapter
+  # and value head, evaluable, except for --train-vision runs (~5 MB of towers per checkpoint; an adapter without
+  # them would load the prior's towers)
   local run; run=$(ls -d "$LEARN_DIR/$1/train__$1_$2__"*/ | tail -1); run=${run%/}
   local last; last=$(ls -d "$run"/checkpoints/iter_* | grep -E 'iter_[0-9]+$' | sort | tail -1)
   log "$1 $2 last=$last"
-  tar -C "$LEARN_DIR" -cJf "/tmp/out/run_$2.tar.xz" "${run#"$LEARN_DIR"/}"
+  local rel=${run#"$LEARN_DIR"/}
+  (cd "$LEARN_DIR" && tar -cJf "/tmp/out/run_$2_last.tar.xz" "$rel"/events.* "${last#"$LEARN_DIR"/}")
+  [ -f "$last/vision.safetensors" ] || (cd "$LEARN_DIR" && find "$rel"/checkpoints -type f ! -name optimizer.pt ! -name rng_states.pt ! -name vision.safetensors \
+    | tar -cJf "/tmp/out/run_$2_ckpts.tar.xz" -T -)
   echo "$last"
 }

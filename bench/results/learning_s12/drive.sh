@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 12, the runs after session 11, for one nvidia-h200-x2 machine (2 GPUs, 32 cores). Session 11 measured,
+# from session 9's prior `same` (0.42 greedy / 0.44 sampled on test), 24 envs, sparse reward, LoRA lr 1e-4:
+#   PPO with --train-vision (towers + projector at 5e-5), it. 164 (315 k env steps): train 0.615 greedy / 0.74
+#     sampled (p = 1.4e-4 / 1.5e-9), but the siblings fell: plate 0.315 -> 0.03, red cube 0.30 -> 0.175;
+#   PPO on the LM only, it. 314 (603 k): train 0.555 / 0.55 (p = 0.009 / 0.036), siblings 0.255 / 0.26 (n.s.).
+# One arm per GPU:
+#   GPU 0, tag vision1e4: the --train-vision run resumed (optimizer, RNG, towers) from it. 164: does `train`
+#     reach the issue's 0.8 (rollout success plateaued near 0.75 over its last 70 iterations)?
+#   GPU 1, tag $ARM1 (see below), from the prior:
+#     ARM1=grpo_vision (default): GRPO (sparse, groups of 8) with --train-vision at the same rates: the
+#       issue's second algorithm, with the lever that moved PPO.
+#     ARM1=grpo: GRPO on the LM only at lr 1e-4.
+# Both stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and 200
+# sampled (T = 1) episodes of `train`, 200 greedy of each sibling (the prior's cells are session 9's and 10's).
+# The working tree may carry 64 MiB: .device (52 MB) + the prior (7 MB) + the resumed run (13 MB) is more, so
+# two calls (the brief's prefix unpacks the bundle in the first):
+#   call 1, carry [".device", ".learn/s9/prior_same.tar.xz"]: prefix; mkdir -p /tmp/carry;
+#     cp .learn/s9/prior_same.tar.xz /tmp/carry/
+#   call 2 (at once), carry [".learn/s11/run_vision1e4_last.tar.xz"]: copy the tree to /tmp/job as in the
+#     prefix, cp /tmp/carry/prior_same.tar.xz /tmp/job/.learn/s9/, then
+#     (setsid bash bench/results/learning_s12/drive.sh </dev/null >/tmp/drive.out 2>&1 &)   # then poll
+#   tail /tmp/out/driver.log; copy /tmp/out/* to $OUT before the machine's 30 minutes end
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run
+STOP_S=${STOP_S:-1140}  # 19 min of training (~175 iterations per arm at ~6.5 s); ~6 min of evaluation follow
+EP=${EP:-200}  # test episodes per evaluation
+ARM1=${ARM1:-grpo_vision} VISION_LR=${VISION_LR:-5e-5}
+VISION="--train-vision --vision-learning-rate $VISION_LR"
+export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
+mkdir -p "$LEARN_DIR"
+tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz                  # -> prior/
+tar -C "$LEARN_DIR" -xJf .learn/s11/run_vision1e4_last.tar.xz         # -> ppo/train__ppo_vision1e4__1__*/ (it. 164)
+arm() {  # gpu algo tag [extra RL flags]
+  local gpu=$1 algo=$2 tag=$3 extra=${4:-}
+  export CUDA_VISIBLE_DEVICES=$gpu
+  TAG=$tag ENVS=24 LR=1e-4 ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
+    bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
+  local last; last=$(pack_run "$algo" "$tag")
+  evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
+  EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
+  evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &
+  wait; log "evals $tag done"
+  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
+}
+log "start ARM1=$ARM1"
+arm 0 ppo vision1e4 "$VISION --resume $(ls -d "$LEARN_DIR"/ppo/train__ppo_vision1e4__*/ | tail -1)" &
+case $ARM1 in
+  grpo_vision) arm 1 grpo grpovis1e4 "$VISION" & ;;
+  grpo) arm 1 grpo grpo1e4 & ;;
+  *) log "unknown ARM1=$ARM1"; exit 2 ;;
+esac
+( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py"; log "SIGTERM sent" ) &
+wait
+log DONE
