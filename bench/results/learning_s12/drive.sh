@@ -8,8 +8,13 @@
 #   GPU 0, tag vision1e4: the --train-vision run resumed (optimizer, RNG, towers) from it. 164: does `train`
 #     reach the issue's 0.8 (rollout success plateaued near 0.75 over its last 70 iterations)?
 #   GPU 1, tag $ARM1 (see below), from the prior:
-#     ARM1=grpo_vision (default): GRPO (sparse, groups of 8) with --train-vision at the same rates: the
-#       issue's second algorithm, with the lever that moved PPO.
+#     ARM1=vision2e5 (default): PPO with --train-vision at 2e-5 instead of 5e-5. Session 11's tower rate lifted
+#       `train` and made the policy go to the towel whatever the instruction (plate variant: cube left on the
+#       towel in 28 of 40 CPU-evaluated episodes vs the prior's 13); the LM-only arm at KL 0.005 per iteration kept
+#       the siblings, the lr-5e-4 one at 0.03-0.05 lost them. Does a smaller tower step keep the instruction while
+#       still lifting `train` (a point on the trade-off between the two)?
+#     ARM1=grpo_vision: GRPO (sparse, groups of 8) with --train-vision at 5e-5: the issue's second algorithm,
+#       with the lever that moved PPO.
 #     ARM1=grpo: GRPO on the LM only at lr 1e-4.
 # Both stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and 200
 # sampled (T = 1) episodes of `train`, 200 greedy of each sibling (the prior's cells are session 9's and 10's).
@@ -24,8 +29,8 @@
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run
 STOP_S=${STOP_S:-1140}  # 19 min of training (~175 iterations per arm at ~6.5 s); ~6 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
-ARM1=${ARM1:-grpo_vision} VISION_LR=${VISION_LR:-5e-5}
-VISION="--train-vision --vision-learning-rate $VISION_LR"
+ARM1=${ARM1:-vision2e5}
+VISION="--train-vision --vision-learning-rate 5e-5"  # session 11's rates (the resumed run needs the same)
 export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
 mkdir -p "$LEARN_DIR"
 tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz                  # -> prior/
@@ -45,6 +50,7 @@ arm() {  # gpu algo tag [extra RL flags]
 log "start ARM1=$ARM1"
 arm 0 ppo vision1e4 "$VISION --resume $(ls -d "$LEARN_DIR"/ppo/train__ppo_vision1e4__*/ | tail -1)" &
 case $ARM1 in
+  vision2e5) arm 1 ppo vision2e5 "--train-vision --vision-learning-rate 2e-5" & ;;
   grpo_vision) arm 1 grpo grpovis1e4 "$VISION" & ;;
   grpo) arm 1 grpo grpo1e4 & ;;
   *) log "unknown ARM1=$ARM1"; exit 2 ;;
