@@ -19,13 +19,18 @@
 # Both stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and 200
 # sampled (T = 1) episodes of `train`, 200 greedy of each sibling (the prior's cells are session 9's and 10's).
 # The working tree may carry 64 MiB: .device (52 MB) + the prior (7 MB) + the resumed run (13 MB) is more, so
-# two calls (the brief's prefix unpacks the bundle in the first):
-#   call 1, carry [".device", ".learn/s9/prior_same.tar.xz"]: prefix; mkdir -p /tmp/carry;
-#     cp .learn/s9/prior_same.tar.xz /tmp/carry/
-#   call 2 (at once), carry [".learn/s11/run_vision1e4_last.tar.xz"]: copy the tree to /tmp/job as in the
-#     prefix, cp /tmp/carry/prior_same.tar.xz /tmp/job/.learn/s9/, then
-#     (setsid bash bench/results/learning_s12/drive.sh </dev/null >/tmp/drive.out 2>&1 &)   # then poll
-#   tail /tmp/out/driver.log; copy /tmp/out/* to $OUT before the machine's 30 minutes end
+# two calls, back to back (files under /tmp stay while the machine is warm):
+#   call 1, carry [".device", ".learn/s9/prior_same.tar.xz"]:
+#     for f in .device/gl/*.deb; do dpkg -x $f /; done; ldconfig; mkdir -p /tmp/site /tmp/carry &&
+#     tar -xJf .device/site.tar.xz -C /tmp/site && cp .learn/s9/prior_same.tar.xz /tmp/carry/
+#   call 2, carry [".learn/s11/run_vision1e4_last.tar.xz"]:
+#     export PYTHONPATH=/tmp/site:/tmp/job PYTHONUNBUFFERED=1; mkdir -p /tmp/job/.learn/s9 /tmp/out &&
+#     tar --exclude=./.device --exclude=./runs -cf - . | tar -C /tmp/job -xf - &&
+#     cp /tmp/carry/prior_same.tar.xz /tmp/job/.learn/s9/ && cd /tmp/job &&
+#     (setsid bash bench/results/learning_s12/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
+#   then poll (sleep; cat /tmp/out/driver.log) until DONE, and copy /tmp/out/*.tar.xz and a tar of the logs to $OUT
+#   before the machine's 30 minutes end (each file back <= 16 MiB: pack_run keeps the runs under it).
+# CPU smoke run of this driver (2 cores, ~10 min): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 STOP_S=600, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run
 STOP_S=${STOP_S:-1140}  # 19 min of training (~175 iterations per arm at ~6.5 s); ~6 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
