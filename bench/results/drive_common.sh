@@ -1,6 +1,6 @@
 # What the session drivers (learning_s*/drive.sh) share, sourced by them on the GPU machine: the working tree
 # copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into $LEARN_DIR=/tmp/learn, a timestamped
-# log (/tmp/out/driver.log) and `evalv`, eval_generalization.py on the test seeds.
+# log (/tmp/out/driver.log), `evalv` (eval_generalization.py on the test seeds), `pack_run` and `arm` (one RL arm, packed and evaluated).
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -27,4 +27,18 @@ pack_run() {  # algo tag: pack the newest run of that tag and print its last che
   [ -f "$last/vision.safetensors" ] || (cd "$LEARN_DIR" && find "$rel"/checkpoints -type f ! -name optimizer.pt ! -name rng_states.pt ! -name vision.safetensors \
     | tar -cJf "/tmp/out/run_$2_ckpts.tar.xz" -T -)
   echo "$last"
+}
+arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU (24 envs, LoRA lr $ARM_LR, stopped by the driver's
+  # SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes: `train` greedy and sampled
+  # (T = 1), the siblings greedy -> /tmp/out/eval_<tag>.tar.xz
+  local gpu=$1 algo=$2 tag=$3 extra=${4:-}
+  export CUDA_VISIBLE_DEVICES=$gpu
+  TAG=$tag ENVS=24 LR=${ARM_LR:-1e-4} ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
+    bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
+  local last; last=$(pack_run "$algo" "$tag")
+  evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
+  EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
+  evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &
+  wait; log "evals $tag done"
+  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
 }

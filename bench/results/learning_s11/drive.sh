@@ -19,7 +19,7 @@
 # On the device (the brief's prefix, then):
 #   (setsid bash bench/results/learning_s11/drive.sh </dev/null >/tmp/drive.out 2>&1 &)   # then poll
 #   tail /tmp/out/driver.log; copy /tmp/out/* to $OUT before the machine's 30 minutes end
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm
 STOP_S=${STOP_S:-1140}  # 19 min of training (~175 iterations per arm at ~6.5 s); ~6 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
 ARM1=${ARM1:-vision} VISION_LR=${VISION_LR:-5e-5}
@@ -27,18 +27,6 @@ export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
 mkdir -p "$LEARN_DIR"
 tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz        # -> prior/
 tar -C "$LEARN_DIR" -xJf .learn/s10/run_lr1e4_last.tar.xz   # -> ppo/train__ppo_lr1e4__1__*/ (checkpoint 144)
-arm() {  # gpu algo tag [extra RL flags]
-  local gpu=$1 algo=$2 tag=$3 extra=${4:-}
-  export CUDA_VISIBLE_DEVICES=$gpu
-  TAG=$tag ENVS=24 LR=1e-4 ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
-    bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
-  local last; last=$(pack_run "$algo" "$tag")
-  evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
-  EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
-  evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &
-  wait; log "evals $tag done"
-  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
-}
 log "start ARM1=$ARM1"
 arm 0 ppo lr1e4 "--resume $(ls -d "$LEARN_DIR"/ppo/train__ppo_lr1e4__*/ | tail -1)" &
 case $ARM1 in

@@ -31,7 +31,7 @@
 #   then poll (sleep; cat /tmp/out/driver.log) until DONE, and copy /tmp/out/*.tar.xz and a tar of the logs to $OUT
 #   before the machine's 30 minutes end (each file back <= 16 MiB: pack_run keeps the runs under it).
 # CPU smoke run of this driver (2 cores, ~10 min): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 STOP_S=600, from a copy in /tmp/job.
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm
 STOP_S=${STOP_S:-1140}  # 19 min of training (~175 iterations per arm at ~6.5 s); ~6 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
 ARM1=${ARM1:-vision2e5}
@@ -40,18 +40,6 @@ export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
 mkdir -p "$LEARN_DIR"
 tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz                  # -> prior/
 tar -C "$LEARN_DIR" -xJf .learn/s11/run_vision1e4_last.tar.xz         # -> ppo/train__ppo_vision1e4__1__*/ (it. 164)
-arm() {  # gpu algo tag [extra RL flags]
-  local gpu=$1 algo=$2 tag=$3 extra=${4:-}
-  export CUDA_VISIBLE_DEVICES=$gpu
-  TAG=$tag ENVS=24 LR=1e-4 ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
-    bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
-  local last; last=$(pack_run "$algo" "$tag")
-  evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
-  EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
-  evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &
-  wait; log "evals $tag done"
-  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
-}
 log "start ARM1=$ARM1"
 arm 0 ppo vision1e4 "$VISION --resume $(ls -d "$LEARN_DIR"/ppo/train__ppo_vision1e4__*/ | tail -1)" &
 case $ARM1 in
