@@ -65,7 +65,8 @@ Launch:
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 grpo_openvla.py --num-envs 128
     # CPU smoke run, offline: a tiny random OpenVLA in the released format
     python grpo_openvla.py --vla-path tiny --num-envs 2 --group-size 2 --num-steps 8 --num-iterations 2 --num-minibatches 2
-Resume: `--resume runs/<run>/checkpoints/iter_000010` (or the run directory: its newest checkpoint).
+Resume: `--resume runs/<run>/checkpoints/iter_000010` (or the run directory: its newest checkpoint). Optimizer
+state and RNGs come from the checkpoint, the learning rates from the flags: repeat the run's for an exact resume.
 Watch: `tensorboard --logdir runs`.
 """
 
@@ -525,7 +526,12 @@ def main(args: Args) -> None:
 
     start_iteration, global_step = 1, 0
     if resume_dir is not None:
+        rates = [group["lr"] for group in optimizer.param_groups]  # this invocation's: they win over the checkpoint's
         optimizer.load_state_dict(torch.load(resume_dir / "optimizer.pt", map_location=device))
+        for group, lr in zip(optimizer.param_groups, rates, strict=True):
+            if group["lr"] != lr and rank == 0:
+                print(f"[resume] learning rate {group['lr']:g} -> {lr:g}, as given (exact resume needs the same flags)")
+            group["lr"] = lr
         set_rng_state(torch.load(resume_dir / "rng_states.pt", weights_only=False)[rank], np_rng)
         start_iteration, global_step = info["iteration"] + 1, info["global_step"]
 

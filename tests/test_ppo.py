@@ -1,6 +1,7 @@
 """ppo_openvla.py: CPU smoke run, exact resume, 2-rank torchrun, the on-policy check, the update's direction."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -75,6 +76,17 @@ def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
     ckpt = smoke_run / "checkpoints" / "iter_000001"
     code, _, stderr = run_in_process(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], tmp_path)
     assert code == 2 and "was trained from 'tiny'" in stderr
+
+
+def test_resume_takes_the_learning_rates_given(smoke_run, tmp_path):
+    """The optimizer state comes from the checkpoint, its learning rates from the flags (said in one line)."""
+    ckpt = tmp_path / "run" / "checkpoints" / "iter_000002"  # a copy: the resumed run writes into its run dir
+    shutil.copytree(smoke_run / "checkpoints" / "iter_000002", ckpt)
+    code, stdout, stderr = run_in_process(SCRIPT, [*SMOKE, "--num-iterations", "2", "--eval-every", "0",
+                                                   "--learning-rate", "7e-4", "--resume", str(ckpt)], tmp_path)
+    assert code == 0, stderr[-3000:]
+    assert "[resume] learning rate 0.0001 -> 0.0007, as given" in stdout  # the LoRA's
+    assert stdout.count("[resume]") == 1  # the value head's rate was given unchanged
 
 
 # --- the update itself, on a fixed batch --------------------------------------------------------------------
