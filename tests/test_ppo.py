@@ -82,11 +82,12 @@ def test_resume_takes_the_learning_rates_given(smoke_run, tmp_path):
     """The optimizer state comes from the checkpoint, its learning rates from the flags (said in one line)."""
     ckpt = tmp_path / "run" / "checkpoints" / "iter_000002"  # a copy: the resumed run writes into its run dir
     shutil.copytree(smoke_run / "checkpoints" / "iter_000002", ckpt)
-    code, stdout, stderr = run_in_process(SCRIPT, [*SMOKE, "--num-iterations", "2", "--eval-every", "0",
+    code, stdout, stderr = run_in_process(SCRIPT, [*SMOKE, "--num-iterations", "3", "--eval-every", "0",
                                                    "--learning-rate", "7e-4", "--resume", str(ckpt)], tmp_path)
     assert code == 0, stderr[-3000:]
     assert "[resume] learning rate 0.0001 -> 0.0007, as given" in stdout  # the LoRA's
     assert stdout.count("[resume]") == 1  # the value head's rate was given unchanged
+    assert scalars(tmp_path / "run")["charts/learning_rate"] == [pytest.approx(7e-4)]  # iteration 3 stepped with it
 
 
 # --- the update itself, on a fixed batch --------------------------------------------------------------------

@@ -1,6 +1,6 @@
 # What the session drivers (learning_s*/drive.sh) share, sourced by them on the GPU machine: the working tree
-# copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into $LEARN_DIR=/tmp/learn, a timestamped
-# log (/tmp/out/driver.log), `evalv` (eval_generalization.py on the test seeds), `pack_run` and `arm` (one RL arm, packed and evaluated).
+# copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into $LEARN_DIR=/tmp/learn,
+# a timestamped log (/tmp/out/driver.log), `evalv` (eval_generalization.py on the test seeds), `pack_run` and `arm`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
