@@ -48,6 +48,15 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    Measured with PPO (LoRA 1e-4, towers 5e-5): it lifted the small model's `train` from 0.44 to 0.74 sampled in
    315 k env steps, where the LoRA alone reached 0.55 in 603 k, and it made the policy ignore the instruction
    (on the plate variant the cube went to the towel): RL on one instruction does not see the language it loses.
+8. PPO-ptx (`--ptx-coef`, off by default; Ouyang et al. 2022, "InstructGPT", eq. 2): every minibatch also takes
+   the behaviour-cloning loss of `--ptx-batch-size` demonstration steps (sft_openvla.py's .npz, every variant the
+   prior was fine-tuned on, instructions included): the negative log-likelihood of the expert's 7 action tokens
+   under the policy's own 256-column distribution, times the coefficient. Why: the reward of one instruction
+   cannot tell following it from ignoring it (deviation 7), while the demonstrations name both receptacles. A KL
+   penalty to the prior on `train`'s states would instead pull back the very change that lifted `train`.
+   InstructGPT mixes in pre-training text; we mix in the prior's SFT data (the same demo seeds), so the term
+   adds no data the prior did not see. `--pg-coef 0` trains on the demonstrations alone, all else equal: the
+   control arm that tells RL's share from that of more SFT.
 
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
@@ -58,6 +67,9 @@ Launch:
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 ppo_openvla.py --num-envs 48
     # CPU smoke run, offline: a tiny random OpenVLA in the released format
     python ppo_openvla.py --vla-path tiny --num-envs 2 --num-steps 8 --num-iterations 2 --num-minibatches 2
+    # PPO-ptx (deviation 8): demonstrations of the SFT variants first, then their loss in every minibatch
+    python sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-path demos.npz
+    python ppo_openvla.py --vla-path <sft checkpoint> --unnorm-key sft_tabletop --ptx-coef 1 --ptx-demos demos.npz
 Resume: `--resume runs/<run>/checkpoints/iter_000010` (or the run directory: its newest checkpoint). Optimizer
 state and RNGs come from the checkpoint, the learning rates from the flags: repeat the run's for an exact resume.
 Watch: `tensorboard --logdir runs`.
@@ -176,6 +188,15 @@ class Args:
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
     value_head_grad: bool = False
     """let the value loss's gradient into the LM (RL4VLA); default: stop-grad (the blog)"""
+    ptx_coef: float = 0.0
+    """weight of the demonstrations' behaviour-cloning loss added to every minibatch (PPO-ptx, deviation 8); 0: off"""
+    ptx_demos: str | None = None
+    """demonstrations .npz written by sft_openvla.py (its --demos-path; `--demos-only` collects one without
+    training); needed with --ptx-coef > 0"""
+    ptx_batch_size: int = 32
+    """demonstration steps per minibatch, per rank (with --ptx-coef > 0)"""
+    pg_coef: float = 1.0
+    """weight of the clipped surrogate; 0 with --ptx-coef > 0 leaves behaviour cloning alone: PPO-ptx's control arm"""
     output_dir: str = "runs"
     """where run directories (tensorboard events, checkpoints, videos) are created"""
     eval_every: int = 10
@@ -232,10 +253,30 @@ def compute_gae(rewards, values, terminals, last_values, gamma: float, gae_lambd
 ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
-def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int) -> dict:
+def load_ptx_demos(path: str, processor, config, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """sft_openvla.py's demonstrations .npz -> PPO-ptx's data (deviation 8), on the CPU: images (D, 224, 224, 3)
+    uint8, input_ids / attention_mask (D, L) of each step's instruction, actions (D, 7): the expert's actions
+    binned into action token ids with the policy's norm stats (`--unnorm-key`), as SFT labelled them."""
+    with np.load(path, allow_pickle=False) as npz:
+        missing = {"images", "actions", "episode_index", "instructions"} - set(npz.files)
+        if missing:
+            raise ovp.OpenVLAError(f"--ptx-demos {path}: not a demonstrations file of sft_openvla.py "
+                                   f"(missing {', '.join(sorted(missing))})")
+        demos = {k: npz[k] for k in ("images", "actions", "episode_index", "instructions")}
+    input_ids, attention_mask = processor.tokenize(demos["instructions"].tolist())  # (E, L): one row per episode
+    episode = torch.from_numpy(demos["episode_index"]).long()  # (D,) each step's episode
+    return {"images": torch.from_numpy(demos["images"]), "input_ids": input_ids[episode],
+            "attention_mask": attention_mask[episode],
+            "actions": ovp.actions_to_tokens(torch.from_numpy(demos["actions"]), config, stats)}
+
+
+def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int,
+               demos: dict | None = None) -> dict:
     """`update_epochs` passes of `num_minibatches` clipped-PPO steps over `batch` (flat, this rank's samples):
     obs (B, H, W, 3) uint8, input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs,
     advantages, returns, values (B,), alive (B,) bool: only alive samples are in the loss (deviation 2).
+    With `demos` (`load_ptx_demos`) and `args.ptx_coef` > 0 every minibatch also takes the behaviour-cloning
+    loss of `args.ptx_batch_size` demonstration steps drawn from the global torch RNG (deviation 8).
     Returns the losses averaged over all minibatches, the gradient norms before clipping, and the entropy
     of each action dimension."""
     value_params = list(model.value_head.parameters())
@@ -244,8 +285,9 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
     trainable = policy_params + value_params
     alive_inds = batch["alive"].nonzero().squeeze(-1).cpu()
     micro = args.micro_batch_size or max(1, len(alive_inds))
+    ptx = demos is not None and args.ptx_coef > 0
     stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
-                             "grad_norm_policy", "grad_norm_value")}
+                             "grad_norm_policy", "grad_norm_value", *(("ptx_loss",) if ptx else ()))}
     entropy_per_dim, first_ratio = [], None
     model.train()
     for _epoch in range(args.update_epochs):
@@ -293,11 +335,23 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
                     v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
                 entropy_loss = ev.entropy.sum(-1).mean()  # (deviation 1)
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                loss = args.pg_coef * pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                 (loss * weight).backward()
                 for k, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy_loss),
                              ("approx_kl", approx_kl), ("clipfrac", clipfrac)):
                     mb_stats[k] += v.item() * weight
+            if ptx:
+                # PPO-ptx (deviation 8): the negative log-likelihood of the expert's action tokens on demonstration
+                # steps, under the policy's own distribution (the 256 action columns at the rollout temperature),
+                # nats per 7-token action: the same log-prob the surrogate's ratio is made of
+                j = torch.randint(len(demos["actions"]), (args.ptx_batch_size,))
+                device = batch["input_ids"].device
+                ev = model.evaluate_actions(demos["input_ids"][j].to(device), demos["attention_mask"][j].to(device),
+                                            processor.process_images(demos["images"][j].to(device), dtype),
+                                            demos["actions"][j].to(device), temperature=args.temperature)
+                ptx_loss = -ev.logprobs.sum(-1).mean()
+                (args.ptx_coef * ptx_loss).backward()
+                mb_stats["ptx_loss"] = ptx_loss.item()
 
             if world_size > 1:  # DDP by hand: average the trainable gradients of all ranks in one message
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
@@ -468,6 +522,14 @@ def main(args: Args) -> None:
                                "(~/.sapien/physx/); use --env-backend cpu")
     for variant in args.eval_variants:
         openvla_envs.resolve(variant)
+    if args.ptx_coef < 0 or args.ptx_batch_size < 1 or (args.ptx_coef > 0 and not args.ptx_demos):
+        raise ovp.OpenVLAError("--ptx-coef must be >= 0 and --ptx-batch-size >= 1, and --ptx-coef > 0 needs --ptx-demos "
+                               "(a .npz from: python sft_openvla.py --demos-only --demos-path demos.npz)")
+    if args.ptx_coef > 0 and not Path(args.ptx_demos).is_file():
+        raise ovp.OpenVLAError(f"--ptx-demos {args.ptx_demos}: no such file "
+                               "(collect one: python sft_openvla.py --demos-only --demos-path demos.npz)")
+    if args.pg_coef == 0 and args.ptx_coef == 0:
+        raise ovp.OpenVLAError("--pg-coef 0 without --ptx-coef leaves nothing to train the policy")
     if args.unnorm_key is None:
         args.unnorm_key = ovp.BUILTIN_NORM_KEY if robot == "panda" else "bridge_orig"
     if args.track:
@@ -516,6 +578,9 @@ def main(args: Args) -> None:
     if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
         ovp.make_vision_trainable(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
+    demos = load_ptx_demos(args.ptx_demos, processor, model.config, stats) if args.ptx_coef > 0 else None
+    if demos is not None and rank == 0:
+        print(f"[ptx] {len(demos['actions'])} demonstration steps from {args.ptx_demos}, coefficient {args.ptx_coef:g}")
     if world_size > 1:  # every rank starts from rank 0's LoRA init and value head
         for p in model.parameters():
             if p.requires_grad:
@@ -661,7 +726,7 @@ def main(args: Args) -> None:
             "values": values.reshape(-1),
             "alive": alive.reshape(-1),
         }
-        losses = ppo_update(args, model, processor, optimizer, batch, dtype, world_size)
+        losses = ppo_update(args, model, processor, optimizer, batch, dtype, world_size, demos)
         update_time = time.time() - update_start
 
         # log (metrics averaged over ranks; only rank 0 writes)

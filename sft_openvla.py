@@ -40,6 +40,7 @@ Commands:
     python sft_openvla.py --vla-path tiny --demos-per-task 2 --num-envs 2 --episode-steps 50 \
         --max-steps 50 --batch-size 8 --eval-every 50 --eval-episodes 2
 Then: python eval_generalization.py --checkpoints checkpoints/sft-openvla --unnorm-key sft_tabletop
+Demonstrations only (for ppo_openvla.py --ptx-demos): add --demos-only (collects into --demos-path and exits).
 """
 
 import os
@@ -113,6 +114,8 @@ class Args:
     """the demonstrations file: written after collection, read with --reuse-demos"""
     reuse_demos: bool = True
     """load --demos-path if it exists instead of collecting again (its variants are then used as stored)"""
+    demos_only: bool = False
+    """collect the demonstrations into --demos-path and exit: no model, no training (e.g. ppo_openvla.py --ptx-demos)"""
     expert_noise: float = 0.05
     """std of Gaussian noise on the expert's arm actions (normalised units, 1 = 0.1 m or 0.1 rad per step)"""
     expert_pause_prob: float = 0.0
@@ -320,6 +323,13 @@ if __name__ == "__main__":
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         fail(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    if args.demos_only:  # the demonstrations file only, always collected afresh (rank 0; no model is loaded)
+        if args.demos_per_task <= 0:
+            fail(f"--demos-only with --demos-per-task {args.demos_per_task}: nothing to collect")
+        if int(os.environ.get("RANK", 0)) == 0:
+            save_demos(collect_demos(args, keep_open=None)[0], Path(args.demos_path))
+            print(f"[demos] wrote {args.demos_path}")
+        sys.exit(0)
     if args.lora_rank < 0 or (args.load_in_4bit and args.lora_rank == 0):
         fail("--load-in-4bit needs --lora-rank > 0, and --lora-rank must be >= 0")
     output = Path(args.output_dir)

@@ -19,7 +19,7 @@ from script_harness import (
 )
 
 import openvla_patch as ovp
-from ppo_openvla import Args, compute_gae, episode_masks, ppo_update
+from ppo_openvla import Args, compute_gae, episode_masks, load_ptx_demos, ppo_update
 
 SCRIPT = "ppo_openvla.py"
 SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2",
@@ -61,6 +61,9 @@ def test_smoke_logs_and_checkpoints(smoke_run, resume_run):
     (["--num-minibatches", "0"], "--num-minibatches must be in 1..8"),
     (["--unnorm-key", "fractal"], "unknown unnorm_key 'fractal'; this checkpoint has: bridge_orig, panda_tabletop"),
     (["--resume", "/nonexistent/ckpt"], "not a checkpoint directory"),
+    (["--ptx-coef", "1"], "--ptx-coef > 0 needs --ptx-demos"),
+    (["--ptx-coef", "1", "--ptx-demos", "/nonexistent/demos.npz"], "no such file"),
+    (["--pg-coef", "0"], "leaves nothing to train the policy"),
     (["--env-backend", "gpu"], "--env-backend gpu needs a CUDA GPU") if not torch.cuda.is_available() else
     (["--env-id", "nope"], "unknown env or variant 'nope'"),
 ])
@@ -78,16 +81,40 @@ def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
     assert code == 2 and "was trained from 'tiny'" in stderr
 
 
-def test_resume_takes_the_learning_rates_given(smoke_run, tmp_path):
-    """The optimizer state comes from the checkpoint, its learning rates from the flags (said in one line)."""
+def write_demos(path, instructions=("put the green cube on the towel", "put the green cube on the plate"), steps=3):
+    """A demonstrations file in sft_openvla.py's format (random images, actions at the tiny model's bin centres of
+    a fixed token per episode, `steps` steps per episode) -> the token ids of each step's expert action (D, 7)."""
+    import numpy as np
+
+    model, _ = ovp.load_vla("tiny", dtype=torch.float32)
+    stats = ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY)
+    tokens = torch.tensor([[31900 + 10 * e + d for d in range(ovp.ACTION_DIM)] for e in range(len(instructions))])
+    tokens = tokens.repeat_interleave(steps, 0)  # (D, 7)
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (len(tokens), 224, 224, 3), dtype=np.uint8),
+             actions=ovp.tokens_to_actions(tokens, model.config, stats).numpy().astype(np.float32),
+             episode_index=np.repeat(np.arange(len(instructions)), steps).astype(np.int32),
+             instructions=np.array(instructions))
+    return tokens
+
+
+def test_resume_takes_the_flags_given(smoke_run, tmp_path):
+    """The optimizer state comes from the checkpoint, its learning rates from the flags (said in one line); a
+    PPO-ptx term added on resume loads the demonstrations and logs its loss."""
     ckpt = tmp_path / "run" / "checkpoints" / "iter_000002"  # a copy: the resumed run writes into its run dir
     shutil.copytree(smoke_run / "checkpoints" / "iter_000002", ckpt)
+    write_demos(tmp_path / "demos.npz")
     code, stdout, stderr = run_in_process(SCRIPT, [*SMOKE, "--num-iterations", "3", "--eval-every", "0",
-                                                   "--learning-rate", "7e-4", "--resume", str(ckpt)], tmp_path)
+                                                   "--learning-rate", "7e-4", "--resume", str(ckpt), "--ptx-coef", "0.5",
+                                                   "--ptx-demos", str(tmp_path / "demos.npz"), "--ptx-batch-size", "2"],
+                                          tmp_path)
     assert code == 0, stderr[-3000:]
     assert "[resume] learning rate 0.0001 -> 0.0007, as given" in stdout  # the LoRA's
     assert stdout.count("[resume]") == 1  # the value head's rate was given unchanged
-    assert scalars(tmp_path / "run")["charts/learning_rate"] == [pytest.approx(7e-4)]  # iteration 3 stepped with it
+    assert "[ptx] 6 demonstration steps" in stdout
+    logged = scalars(tmp_path / "run")
+    assert logged["charts/learning_rate"] == [pytest.approx(7e-4)]  # iteration 3 stepped with it
+    assert 0 < logged["losses/ptx_loss"][0] < 7 * 6  # nats per 7-token action (log 256 = 5.5 per token)
 
 
 # --- the update itself, on a fixed batch --------------------------------------------------------------------
@@ -161,6 +188,30 @@ def test_update_moves_logprobs_with_the_advantage_sign(tiny_dir):
     assert abs(losses["first_ratio"] - 1) < 1e-4
     delta = batch_logprobs(model, processor, batch) - batch["logprobs"]
     assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
+
+
+def test_ptx_alone_raises_the_demonstrations_likelihood(tiny_dir, tmp_path):
+    """PPO-ptx's term through ppo_update: with the surrogate off (--pg-coef 0, zero advantages) the minibatches'
+    behaviour cloning makes the expert's action tokens more likely, each under its own instruction."""
+    model, processor, batch = fixed_update_batch(tiny_dir, [0.0, 0.0, 0.0, 0.0])
+    tokens = write_demos(tmp_path / "demos.npz")
+    demos = load_ptx_demos(str(tmp_path / "demos.npz"), processor, model.config,
+                           ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY))
+    assert torch.equal(demos["actions"], tokens)  # the stored actions bin back to the expert's tokens
+    assert demos["input_ids"].shape[0] == 6 and not torch.equal(demos["input_ids"][0], demos["input_ids"][3])
+
+    def demo_nll() -> float:
+        with torch.no_grad():
+            ev = model.evaluate_actions(demos["input_ids"], demos["attention_mask"],
+                                        processor.process_images(demos["images"]), demos["actions"])
+        return -ev.logprobs.sum(-1).mean().item()
+
+    before = demo_nll()
+    args = Args(num_minibatches=1, update_epochs=5, pg_coef=0.0, ptx_coef=1.0, ptx_batch_size=6, max_grad_norm=100.0)
+    losses = ppo_update(args, model, processor, _optimizer(model, lr=3e-3, value_lr=0.0), batch, torch.float32, 1,
+                        demos)
+    assert losses["ptx_loss"] > 0
+    assert demo_nll() < before - 1.0, (before, demo_nll())
 
 
 @pytest.mark.parametrize("value_head_grad", [False, True])

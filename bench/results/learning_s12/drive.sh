@@ -1,53 +1,40 @@
 #!/usr/bin/env bash
-# Issue 12, the runs after session 11, for one nvidia-h200-x2 machine (2 GPUs, 32 cores). Session 11 measured,
-# from session 9's prior `same` (0.42 greedy / 0.44 sampled on test), 24 envs, sparse reward, LoRA lr 1e-4:
-#   PPO with --train-vision (towers + projector at 5e-5), it. 164 (315 k env steps): train 0.615 greedy / 0.74
-#     sampled (p = 1.4e-4 / 1.5e-9), but the siblings fell: plate 0.315 -> 0.03, red cube 0.30 -> 0.175;
-#   PPO on the LM only, it. 314 (603 k): train 0.555 / 0.55 (p = 0.009 / 0.036), siblings 0.255 / 0.26 (n.s.).
-# One arm per GPU:
-#   GPU 0, tag vision1e4: the --train-vision run resumed (optimizer, RNG, towers) from it. 164: does `train`
-#     reach the issue's 0.8 (rollout success plateaued near 0.75 over its last 70 iterations)?
-#   GPU 1, tag $ARM1 (see below), from the prior:
-#     ARM1=vision2e5 (default): PPO with --train-vision at 2e-5 instead of 5e-5. Session 11's tower rate lifted
-#       `train` and made the policy go to the towel whatever the instruction (plate variant: cube left on the
-#       towel in 28 of 40 CPU-evaluated episodes vs the prior's 13); the LM-only arm at KL 0.005 per iteration kept
-#       the siblings, the lr-5e-4 one at 0.03-0.05 lost them. Does a smaller tower step keep the instruction while
-#       still lifting `train` (a point on the trade-off between the two)?
-#     ARM1=grpo_vision: GRPO (sparse, groups of 8) with --train-vision at 5e-5: the issue's second algorithm,
-#       with the lever that moved PPO.
-#     ARM1=grpo: GRPO on the LM only at lr 1e-4.
-# Both stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and 200
-# sampled (T = 1) episodes of `train`, 200 greedy of each sibling (the prior's cells are session 9's and 10's).
-# The working tree may carry 64 MiB: .device (52 MB) + the prior (7 MB) + the resumed run (13 MB) is more, so
-# two calls, back to back (files under /tmp stay while the machine is warm):
-#   call 1, carry [".device", ".learn/s9/prior_same.tar.xz"]:
-#     for f in .device/gl/*.deb; do dpkg -x $f /; done; ldconfig; mkdir -p /tmp/site /tmp/carry &&
-#     tar -xJf .device/site.tar.xz -C /tmp/site && cp .learn/s9/prior_same.tar.xz /tmp/carry/
-#   call 2, carry [".learn/s11/run_vision1e4_last.tar.xz"]:
-#     export PYTHONPATH=/tmp/site:/tmp/job PYTHONUNBUFFERED=1; mkdir -p /tmp/job/.learn/s9 /tmp/out &&
-#     tar --exclude=./.device --exclude=./runs -cf - . | tar -C /tmp/job -xf - &&
-#     cp /tmp/carry/prior_same.tar.xz /tmp/job/.learn/s9/ && cd /tmp/job &&
-#     (setsid bash bench/results/learning_s12/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
-#   then poll (sleep; cat /tmp/out/driver.log) until DONE, and copy /tmp/out/*.tar.xz and a tar of the logs to $OUT
-#   before the machine's 30 minutes end (each file back <= 16 MiB: pack_run keeps the runs under it).
-# CPU smoke run of this driver (2 cores, ~10 min): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 STOP_S=600, from a copy in /tmp/job.
+# Issue 12, session 12: PPO-ptx, for one nvidia-h200-x2 machine (2 GPUs, 32 cores). Session 11 measured, from
+# session 9's prior `same` (0.42 greedy / 0.44 sampled on test), 24 envs, sparse reward, LoRA lr 1e-4, towers and
+# projector trainable at 5e-5 (--train-vision): it. 164 (315 k env steps) lifted `train` to 0.615 greedy / 0.74
+# sampled and dropped the siblings (plate 0.315 -> 0.03, red cube 0.30 -> 0.175): the policy went to the towel
+# whatever the instruction said, which `train`'s reward cannot see. PPO-ptx (ppo_openvla.py deviation 8) adds the
+# behaviour-cloning loss of the prior's own SFT demonstrations (all three SFT variants, both receptacles named) to
+# every minibatch. One arm per GPU, both from the prior with session 11's tower arm's flags otherwise:
+#   GPU 0, tag ptx1: PPO + ptx (coefficient 1): does `train` still rise, and do the siblings stay (or rise)?
+#   GPU 1, tag bc1: the same with --pg-coef 0: behaviour cloning alone on the same demos, the same updates and
+#     rollouts: how much of any change is more SFT rather than RL (the prior's SFT ended at loss 0.78, not at 0).
+# The session 11 tower arm (no ptx) is the third corner: same seeds, flags and rates, its curve in
+# bench/results/learning_s11.
+# Demonstrations first (~1.5 min): 64 per SFT variant, seeds from 1,000,000 and expert noise 0.1 as the prior's SFT
+# data (bench/learning.sh prior; session 9's `same` prior trained on these layouts), so ptx adds no new layout.
+# Both arms stop by SIGTERM at $STOP_S seconds after they start; then each arm's last checkpoint: 200 greedy and
+# 200 sampled (T = 1) episodes of `train`, 200 greedy of each sibling (the prior's cells are session 9's and 10's).
+# One call, carry [".device", ".learn/s9/prior_same.tar.xz"] (59 MB):
+#   for f in .device/gl/*.deb; do dpkg -x $f /; done; ldconfig; mkdir -p /tmp/site /tmp/job /tmp/out &&
+#   tar -xJf .device/site.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:/tmp/job PYTHONUNBUFFERED=1 &&
+#   tar --exclude=./.device --exclude=./runs -cf - . | tar -C /tmp/job -xf - && cd /tmp/job &&
+#   (setsid bash bench/results/learning_s12/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
+# then poll (sleep; cat /tmp/out/driver.log) until DONE, and copy /tmp/out/*.tar.xz and a tar of the logs to $OUT
+# before the machine's 30 minutes end (each file back <= 16 MiB: pack_run keeps the runs under it).
+# CPU smoke run of this driver (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1 STOP_S=300, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm
-STOP_S=${STOP_S:-1140}  # 19 min of training (~175 iterations per arm at ~6.5 s); ~6 min of evaluation follow
+STOP_S=${STOP_S:-1020}  # 17 min of training (~150 iterations per arm); ~6 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
-ARM1=${ARM1:-vision2e5}
-VISION="--train-vision --vision-learning-rate 5e-5"  # session 11's rates (the resumed run needs the same)
 export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
 mkdir -p "$LEARN_DIR"
-tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz                  # -> prior/
-tar -C "$LEARN_DIR" -xJf .learn/s11/run_vision1e4_last.tar.xz         # -> ppo/train__ppo_vision1e4__1__*/ (it. 164)
-log "start ARM1=$ARM1"
-arm 0 ppo vision1e4 "$VISION --resume $(ls -d "$LEARN_DIR"/ppo/train__ppo_vision1e4__*/ | tail -1)" &
-case $ARM1 in
-  vision2e5) arm 1 ppo vision2e5 "--train-vision --vision-learning-rate 2e-5" & ;;
-  grpo_vision) arm 1 grpo grpovis1e4 "$VISION" & ;;
-  grpo) arm 1 grpo grpo1e4 & ;;
-  *) log "unknown ARM1=$ARM1"; exit 2 ;;
-esac
-( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py"; log "SIGTERM sent" ) &
+tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz  # -> prior/
+python3 sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task "${DEMOS_PTX:-64}" \
+  --demo-seed 1000000 --expert-noise 0.1 --num-envs "${DEMO_ENVS:-32}" --demos-path "$LEARN_DIR/ptx_demos.npz" > /tmp/out/demos.log 2>&1
+log "demos rc=$? $(grep -a '\[demos\] [0-9]* demos' /tmp/out/demos.log)"
+PTX="--train-vision --vision-learning-rate 5e-5 --ptx-coef 1 --ptx-demos $LEARN_DIR/ptx_demos.npz"
+arm 0 ppo ptx1 "$PTX" &
+arm 1 ppo bc1 "$PTX --pg-coef 0" &
+( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py"; log "SIGTERM sent" ) &
 wait
 log DONE
