@@ -1,4 +1,5 @@
-"""Success curves of RL runs from their tensorboard events -> one PNG (and the numbers as JSON).
+"""Success curves of RL runs from their tensorboard events -> one PNG (and the numbers as JSON): one panel for the
+success rates, one for each other scalar asked for.
 
     python bench/plot_curves.py --runs runs/learning/ppo/*/ --out runs/learning/eval/ppo_curve.png
     # any other logged scalars, e.g. the update's diagnostics
@@ -46,21 +47,30 @@ def main(args: Args) -> None:
                 curves[f"{name}: {key}"] = [(e.step, e.value) for e in acc.Scalars(key)]
     if not curves:
         raise SystemExit(f"error: no {' or '.join(args.keys)} in {args.runs}")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    # one panel for the success rates (rollouts beside evaluations), one for each other scalar
+    panels = list(dict.fromkeys("success rate" if "success" in key else key for key in args.keys
+                                if any(label.endswith(f": {key}") for label in curves)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1 + 3 * len(panels)), sharex=True, squeeze=False)
+    # one colour per run in every panel; in the success panel the rollouts' line is solid, the evaluations' dashed
+    names = list(dict.fromkeys(label.rsplit(": ", 1)[0] for label in curves))
     for label, points in curves.items():
+        name, key = label.rsplit(": ", 1)
+        ax = axes[panels.index("success rate" if "success" in key else key), 0]
+        style = {"color": f"C{names.index(name) % 10}", "linestyle": "--" if "eval" in key else "-"}
         steps, values = zip(*points, strict=True)
         if args.smooth > 1 and len(values) >= args.smooth:
-            line = ax.plot(steps, values, alpha=0.25)[0]
+            ax.plot(steps, values, alpha=0.25, **style)
             mean = np.convolve(values, np.ones(args.smooth) / args.smooth, mode="valid")  # trailing window
-            ax.plot(steps[args.smooth - 1 :], mean, color=line.get_color(), label=f"{label} ({args.smooth}-point mean)")
+            ax.plot(steps[args.smooth - 1 :], mean, label=f"{label} ({args.smooth}-point mean)", **style)
         else:
-            ax.plot(steps, values, marker="o" if "eval" in label else None, label=label)
-    ax.set_xlabel("env steps")
-    if all("success" in key for key in args.keys):
-        ax.set_ylabel("success rate")
-        ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+            ax.plot(steps, values, marker="o" if "eval" in key else None, label=label, **style)
+    for panel, ax in zip(panels, axes[:, 0], strict=True):
+        ax.set_ylabel(panel)
+        if panel == "success rate":
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("env steps")
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

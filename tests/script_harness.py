@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -241,3 +242,20 @@ def batch_logprobs(model, processor, batch) -> torch.Tensor:
     with torch.no_grad():
         px = processor.process_images(batch["obs"])
         return model.evaluate_actions(batch["input_ids"], batch["attention_mask"], px, batch["actions"]).logprobs.sum(-1)
+
+
+def write_demos(path: Path, instructions=("put the green cube on the towel", "put the green cube on the plate"),
+                variants=("train", "unseen_target"), steps: int = 3) -> torch.Tensor:
+    """A demonstrations file in sft_openvla.py's format, one episode per instruction: random images, `steps` steps
+    of one fixed action per episode (the tiny model's bin centres of distinct tokens, `panda_tabletop` stats).
+    -> the token ids of each step's expert action (D, 7)."""
+    model, _ = ovp.load_vla("tiny", dtype=torch.float32)
+    stats = ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY)
+    tokens = torch.tensor([[31900 + 10 * e + d for d in range(ovp.ACTION_DIM)] for e in range(len(instructions))])
+    tokens = tokens.repeat_interleave(steps, 0)  # (D, 7)
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (len(tokens), 224, 224, 3), dtype=np.uint8),
+             actions=ovp.tokens_to_actions(tokens, model.config, stats).numpy().astype(np.float32),
+             episode_index=np.repeat(np.arange(len(instructions)), steps).astype(np.int32),
+             instructions=np.array(instructions), variants=np.array(variants))
+    return tokens

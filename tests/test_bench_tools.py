@@ -1,5 +1,6 @@
 """bench/plot_curves.py: reads the success scalars the RL scripts log and writes the curves it plotted;
-bench/learning_table.py: eval results -> counts, Fisher p against the prior."""
+bench/learning_table.py: eval results -> counts, Fisher p against the prior; bench/demo_likelihood.py: the policy's NLL
+of demonstrations per variant."""
 
 import json
 import subprocess
@@ -128,3 +129,27 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     grouped = estimate(gram, 4, 50, gen)
     assert grouped["B_noise"] == pytest.approx(20.0, rel=0.3) and grouped["trace_sigma"] == pytest.approx(5.0, rel=0.15)
     assert grouped["signal_fraction_at_24_episodes"] == pytest.approx(1 / (1 + grouped["B_noise"] / 24))
+
+
+def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny_fp32):
+    """bench/demo_likelihood.py: per variant, the NLL of the demonstrations' action tokens under the checkpoint's
+    policy, each step under its own episode's instruction (the numbers of `evaluate_actions`, split by variant)."""
+    import numpy as np
+    from script_harness import write_demos
+
+    tokens = write_demos(tmp_path / "demos.npz")  # episode 0: train (towel), episode 1: unseen_target (plate)
+    out = tmp_path / "nll.json"
+    subprocess.run([sys.executable, str(ROOT / "bench/demo_likelihood.py"), "--demos", str(tmp_path / "demos.npz"),
+                    "--checkpoints", str(tiny_dir), "--labels", "tiny", "--unnorm-key", "panda_tabletop",
+                    "--out", str(out)], check=True, capture_output=True)
+    result = json.loads(out.read_text())["results"]["tiny"]
+    model, processor = tiny_fp32
+    images = torch.from_numpy(np.load(tmp_path / "demos.npz")["images"])
+    for variant, instruction, rows in (("train", "put the green cube on the towel", slice(0, 3)),
+                                       ("unseen_target", "put the green cube on the plate", slice(3, 6))):
+        ids, mask, pixels = processor(images[rows], [instruction] * 3)
+        with torch.no_grad():
+            logprobs = model.evaluate_actions(ids, mask, pixels, tokens[rows]).logprobs  # (3, 7)
+        assert result[variant]["steps"] == 3
+        assert result[variant]["nll_per_action"] == pytest.approx(-logprobs.sum(-1).mean().item(), rel=1e-5)
+        assert result[variant]["nll_per_dim"]["x"] == pytest.approx(-logprobs[:, 0].mean().item(), rel=1e-5)

@@ -16,6 +16,7 @@ from script_harness import (
     run_in_process,
     scalars,
     smoke_and_torchrun_fixtures,
+    write_demos,
 )
 
 import openvla_patch as ovp
@@ -79,23 +80,6 @@ def test_resume_from_another_model_is_refused(smoke_run, tmp_path):
     ckpt = smoke_run / "checkpoints" / "iter_000001"
     code, _, stderr = run_in_process(SCRIPT, [*SMOKE, "--vla-path", str(tmp_path), "--resume", str(ckpt)], tmp_path)
     assert code == 2 and "was trained from 'tiny'" in stderr
-
-
-def write_demos(path, instructions=("put the green cube on the towel", "put the green cube on the plate"), steps=3):
-    """A demonstrations file in sft_openvla.py's format (random images, actions at the tiny model's bin centres of
-    a fixed token per episode, `steps` steps per episode) -> the token ids of each step's expert action (D, 7)."""
-    import numpy as np
-
-    model, _ = ovp.load_vla("tiny", dtype=torch.float32)
-    stats = ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY)
-    tokens = torch.tensor([[31900 + 10 * e + d for d in range(ovp.ACTION_DIM)] for e in range(len(instructions))])
-    tokens = tokens.repeat_interleave(steps, 0)  # (D, 7)
-    rng = np.random.default_rng(0)
-    np.savez(path, images=rng.integers(0, 256, (len(tokens), 224, 224, 3), dtype=np.uint8),
-             actions=ovp.tokens_to_actions(tokens, model.config, stats).numpy().astype(np.float32),
-             episode_index=np.repeat(np.arange(len(instructions)), steps).astype(np.int32),
-             instructions=np.array(instructions))
-    return tokens
 
 
 def test_resume_takes_the_flags_given(smoke_run, tmp_path):

@@ -1,0 +1,106 @@
+"""How far has each policy moved from the demonstrations, per task variant? For every checkpoint, the negative
+log-likelihood of the scripted expert's action tokens on a demonstrations .npz (sft_openvla.py's), under the
+policy's own distribution over the 256 action columns at temperature 1: what PPO-ptx's term (ppo_openvla.py
+deviation 8) measures, split by the variant each demonstration belongs to and by action dimension, with the
+entropy of the policy there. A checkpoint whose NLL on `unseen_target`'s demonstrations rises while `train`'s
+stays put has learned to ignore the instruction (the two share one scene); one whose NLL rises on `train`'s too
+has left the expert's actions on the very task RL rewards.
+
+    python sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task 24 \\
+        --demo-seed 1000000 --expert-noise 0.1 --demos-path demos.npz
+    python bench/demo_likelihood.py --demos demos.npz --checkpoints runs/learning/prior runs/learning/ppo/<run> \\
+        --out bench/results/demo_likelihood.json
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import openvla_patch as ovp  # noqa: E402
+from eval_generalization import load_checkpoint, resolve_checkpoint  # noqa: E402
+from ppo_openvla import ACTION_DIM_NAMES, load_ptx_demos  # noqa: E402  (the script's own reader)
+
+
+@dataclass
+class Args:
+    demos: str
+    """a demonstrations .npz written by sft_openvla.py"""
+    checkpoints: list[str]
+    """base checkpoints or RL checkpoints / run directories (as eval_generalization.py's --checkpoints)"""
+    unnorm_key: str = "sft_tabletop"
+    """norm_stats key that bins the expert's actions (the key the prior's SFT wrote)"""
+    labels: list[str] | None = None
+    """one label per checkpoint (default: the path)"""
+    batch_size: int = 64
+    """demonstration steps per forward pass"""
+    out: str | None = None
+    """write the numbers as JSON here (the table is printed either way)"""
+
+
+@torch.inference_mode()
+def demo_nll(model, processor, demos: dict, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> NLL and entropy of every demonstration step per action dimension, both (D, 7), nats."""
+    device = next(model.parameters()).device
+    nll, entropy = [], []
+    for i in range(0, len(demos["actions"]), batch_size):
+        rows = slice(i, i + batch_size)
+        ev = model.evaluate_actions(demos["input_ids"][rows].to(device), demos["attention_mask"][rows].to(device),
+                                    processor.process_images(demos["images"][rows].to(device), dtype),
+                                    demos["actions"][rows].to(device))
+        nll.append(-ev.logprobs.float().cpu())
+        entropy.append(ev.entropy.float().cpu())
+    return torch.cat(nll), torch.cat(entropy)
+
+
+def main(args: Args) -> None:
+    if args.labels is not None and len(args.labels) != len(args.checkpoints):
+        raise SystemExit(f"error: {len(args.labels)} --labels for {len(args.checkpoints)} --checkpoints")
+    if not Path(args.demos).is_file():
+        raise SystemExit(f"error: no demonstrations file {args.demos} (sft_openvla.py --demos-only writes one)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with np.load(args.demos, allow_pickle=False) as npz:
+        step_variants = npz["variants"][npz["episode_index"]]  # (D,) the variant of each step's episode
+    results = {}
+    for c, name in enumerate(tqdm(args.checkpoints, desc="checkpoints")):
+        ckpt = resolve_checkpoint(name, args.unnorm_key, args.unnorm_key)
+        model, processor, stats = load_checkpoint(ckpt, device, dtype, load_in_4bit=False)
+        demos = load_ptx_demos(args.demos, processor, model.config, stats)
+        nll, entropy = demo_nll(model, processor, demos, args.batch_size, dtype)
+        label = args.labels[c] if args.labels else name
+        results[label] = {}
+        for variant in sorted(set(step_variants.tolist())):
+            rows = torch.from_numpy(step_variants == variant)
+            results[label][variant] = {
+                "steps": int(rows.sum()),
+                "nll_per_action": nll[rows].sum(-1).mean().item(),  # nats per 7-token action
+                "nll_per_dim": dict(zip(ACTION_DIM_NAMES, nll[rows].mean(0).tolist(), strict=True)),
+                "entropy_per_dim": dict(zip(ACTION_DIM_NAMES, entropy[rows].mean(0).tolist(), strict=True)),
+            }
+        del model
+    variants = sorted({v for r in results.values() for v in r})
+    print("NLL of the expert's actions, nats per 7-token action (x-token NLL / x-token entropy)")
+    print("| checkpoint | " + " | ".join(variants) + " |\n|---|" + "---|" * len(variants))
+    for label, r in results.items():
+        print(f"| {label} | " + " | ".join(f"{r[v]['nll_per_action']:.2f} ({r[v]['nll_per_dim']['x']:.2f} / "
+                                           f"{r[v]['entropy_per_dim']['x']:.2f})" for v in variants) + " |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"demos": args.demos, "unnorm_key": args.unnorm_key,
+                                              "checkpoints": dict(zip(results, args.checkpoints, strict=True)),
+                                              "results": results}, indent=1))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except ovp.OpenVLAError as err:
+        raise SystemExit(f"error: {err}") from None
