@@ -55,8 +55,11 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    cannot tell following it from ignoring it (deviation 7), while the demonstrations name both receptacles. A KL
    penalty to the prior on `train`'s states would instead pull back the very change that lifted `train`.
    InstructGPT mixes in pre-training text; we mix in the prior's SFT data (the same demo seeds), so the term
-   adds no data the prior did not see. `--pg-coef 0` trains on the demonstrations alone, all else equal: the
-   control arm that tells RL's share from that of more SFT.
+   adds no data the prior did not see; `--ptx-variants` keeps only some variants' demonstrations (e.g. those RL
+   does not train on). `--pg-coef 0` trains on the demonstrations alone, all else equal: the control arm that
+   tells RL's share from that of more SFT. Measured on the small model (with --train-vision, 230 k env steps):
+   at coefficient 1 on all SFT variants nothing moved, `train` or siblings; RL's gains there lie ~1.7-2 nats per
+   action away from the expert's actions on `train` itself, which such a term does not allow (BENCHMARKS.md 4).
 
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
@@ -195,6 +198,9 @@ class Args:
     training); needed with --ptx-coef > 0"""
     ptx_batch_size: int = 32
     """demonstration steps per minibatch, per rank (with --ptx-coef > 0)"""
+    ptx_variants: list[str] = field(default_factory=list)
+    """use only the demonstrations of these variants (e.g. unseen_target red_cube: the instructions RL does not
+    train on); empty: all in the file"""
     pg_coef: float = 1.0
     """weight of the clipped surrogate; 0 with --ptx-coef > 0 leaves behaviour cloning alone: PPO-ptx's control arm"""
     output_dir: str = "runs"
@@ -253,17 +259,25 @@ def compute_gae(rewards, values, terminals, last_values, gamma: float, gae_lambd
 ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
-def load_ptx_demos(path: str, processor, config, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def load_ptx_demos(path: str, processor, config, stats: dict[str, torch.Tensor],
+                   variants: list[str] | None = None) -> dict[str, torch.Tensor]:
     """sft_openvla.py's demonstrations .npz -> PPO-ptx's data (deviation 8), on the CPU: images (D, 224, 224, 3)
     uint8, input_ids / attention_mask (D, L) of each step's instruction, actions (D, 7): the expert's actions
-    binned into action token ids with the policy's norm stats (`--unnorm-key`), as SFT labelled them."""
+    binned into action token ids with the policy's norm stats (`--unnorm-key`), as SFT labelled them. `variants`:
+    keep only the steps of those variants' episodes."""
     with np.load(path, allow_pickle=False) as npz:
-        missing = {"images", "actions", "episode_index", "instructions"} - set(npz.files)
+        missing = {"images", "actions", "episode_index", "instructions", "variants"} - set(npz.files)
         if missing:
             raise ovp.OpenVLAError(f"--ptx-demos {path}: not a demonstrations file of sft_openvla.py "
                                    f"(missing {', '.join(sorted(missing))})")
-        demos = {k: npz[k] for k in ("images", "actions", "episode_index", "instructions")}
-    input_ids, attention_mask = processor.tokenize(demos["instructions"].tolist())  # (E, L): one row per episode
+        stored = npz["variants"]  # (E,) per episode
+        keep = np.isin(npz["episode_index"], np.flatnonzero(np.isin(stored, variants))) if variants else None
+        if keep is not None and not keep.any():
+            raise ovp.OpenVLAError(f"--ptx-variants {' '.join(variants)}: none in {path}, which holds "
+                                   f"{', '.join(sorted(set(stored.tolist())))}")
+        demos = {k: npz[k] if keep is None else npz[k][keep] for k in ("images", "actions", "episode_index")}
+        instructions = npz["instructions"].tolist()
+    input_ids, attention_mask = processor.tokenize(instructions)  # (E, L): one row per episode
     episode = torch.from_numpy(demos["episode_index"]).long()  # (D,) each step's episode
     return {"images": torch.from_numpy(demos["images"]), "input_ids": input_ids[episode],
             "attention_mask": attention_mask[episode],
@@ -578,9 +592,11 @@ def main(args: Args) -> None:
     if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
         ovp.make_vision_trainable(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
-    demos = load_ptx_demos(args.ptx_demos, processor, model.config, stats) if args.ptx_coef > 0 else None
+    demos = (load_ptx_demos(args.ptx_demos, processor, model.config, stats, args.ptx_variants)
+             if args.ptx_coef > 0 else None)
     if demos is not None and rank == 0:
-        print(f"[ptx] {len(demos['actions'])} demonstration steps from {args.ptx_demos}, coefficient {args.ptx_coef:g}")
+        print(f"[ptx] {len(demos['actions'])} demonstration steps from {args.ptx_demos}"
+              f"{' (' + ', '.join(args.ptx_variants) + ')' if args.ptx_variants else ''}, coefficient {args.ptx_coef:g}")
     if world_size > 1:  # every rank starts from rank 0's LoRA init and value head
         for p in model.parameters():
             if p.requires_grad:

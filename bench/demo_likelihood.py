@@ -4,7 +4,10 @@ policy's own distribution over the 256 action columns at temperature 1: what PPO
 deviation 8) measures, split by the variant each demonstration belongs to and by action dimension, with the
 entropy of the policy there. A checkpoint whose NLL on `unseen_target`'s demonstrations rises while `train`'s
 stays put has learned to ignore the instruction (the two share one scene); one whose NLL rises on `train`'s too
-has left the expert's actions on the very task RL rewards.
+has left the expert's actions on the very task RL rewards. And how much the instruction steers the policy: at each
+demonstration step, the KL from the policy under the step's own instruction to the policy under each other
+instruction in the file (the same image, the expert's token prefix), summed over the 7 tokens: a policy that
+ignores the instruction has ~0 there.
 
     python sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task 24 \\
         --demo-seed 1000000 --expert-noise 0.1 --demos-path demos.npz
@@ -45,18 +48,33 @@ class Args:
 
 
 @torch.inference_mode()
-def demo_nll(model, processor, demos: dict, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> NLL and entropy of every demonstration step per action dimension, both (D, 7), nats."""
+def action_log_probs(model, processor, demos: dict, rows: slice, instruction_ids=None, dtype=torch.float32):
+    """The policy's log-probs over the 256 action columns (T = 1) at each of the 7 action positions, teacher-forced on
+    the expert's tokens, for demonstration steps `rows` -> (b, 7, 256). `instruction_ids`: (input_ids, attention_mask)
+    of one other instruction, for every row, instead of the rows' own."""
     device = next(model.parameters()).device
-    nll, entropy = [], []
+    ids, mask = instruction_ids or (demos["input_ids"][rows], demos["attention_mask"][rows])
+    n = len(demos["actions"][rows])
+    logits, _ = model(ids.expand(n, -1).to(device), mask.expand(n, -1).to(device),
+                      processor.process_images(demos["images"][rows].to(device), dtype), demos["actions"][rows].to(device))
+    return torch.log_softmax(logits[..., model.config.action_token_ids.start : model.config.action_token_ids.stop].float(),
+                             -1).cpu()
+
+
+def measure(model, processor, demos: dict, instructions: list[str], batch_size: int, dtype) -> dict[str, torch.Tensor]:
+    """Per demonstration step: NLL and entropy per action dimension (D, 7), and the KL from the policy under the
+    step's own instruction to the policy under each instruction of `instructions` (D, len(instructions)), summed over
+    the 7 tokens (nats; 0 for its own instruction)."""
+    swaps = [tuple(t[:1] for t in processor.tokenize([text])) for text in instructions]  # (1, L) each
+    nll, entropy, kl = [], [], []
     for i in range(0, len(demos["actions"]), batch_size):
         rows = slice(i, i + batch_size)
-        ev = model.evaluate_actions(demos["input_ids"][rows].to(device), demos["attention_mask"][rows].to(device),
-                                    processor.process_images(demos["images"][rows].to(device), dtype),
-                                    demos["actions"][rows].to(device))
-        nll.append(-ev.logprobs.float().cpu())
-        entropy.append(ev.entropy.float().cpu())
-    return torch.cat(nll), torch.cat(entropy)
+        own = action_log_probs(model, processor, demos, rows, dtype=dtype)  # (b, 7, 256)
+        nll.append(-own.gather(-1, (demos["actions"][rows] - model.config.action_token_ids.start).unsqueeze(-1))[..., 0])
+        entropy.append(-(own.exp() * own).sum(-1))
+        kl.append(torch.stack([(own.exp() * (own - action_log_probs(model, processor, demos, rows, swap, dtype))).sum((-1, -2))
+                               for swap in swaps], -1))
+    return {"nll": torch.cat(nll), "entropy": torch.cat(entropy), "kl": torch.cat(kl)}
 
 
 def main(args: Args) -> None:
@@ -68,29 +86,38 @@ def main(args: Args) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with np.load(args.demos, allow_pickle=False) as npz:
         step_variants = npz["variants"][npz["episode_index"]]  # (D,) the variant of each step's episode
+        step_instructions = npz["instructions"][npz["episode_index"]]
+    instructions = sorted(set(step_instructions.tolist()))
     results = {}
     for c, name in enumerate(tqdm(args.checkpoints, desc="checkpoints")):
         ckpt = resolve_checkpoint(name, args.unnorm_key, args.unnorm_key)
         model, processor, stats = load_checkpoint(ckpt, device, dtype, load_in_4bit=False)
         demos = load_ptx_demos(args.demos, processor, model.config, stats)
-        nll, entropy = demo_nll(model, processor, demos, args.batch_size, dtype)
+        m = measure(model, processor, demos, instructions, args.batch_size, dtype)
         label = args.labels[c] if args.labels else name
         results[label] = {}
         for variant in sorted(set(step_variants.tolist())):
             rows = torch.from_numpy(step_variants == variant)
+            own = set(step_instructions[rows.numpy()].tolist())
             results[label][variant] = {
                 "steps": int(rows.sum()),
-                "nll_per_action": nll[rows].sum(-1).mean().item(),  # nats per 7-token action
-                "nll_per_dim": dict(zip(ACTION_DIM_NAMES, nll[rows].mean(0).tolist(), strict=True)),
-                "entropy_per_dim": dict(zip(ACTION_DIM_NAMES, entropy[rows].mean(0).tolist(), strict=True)),
+                "nll_per_action": m["nll"][rows].sum(-1).mean().item(),  # nats per 7-token action
+                "nll_per_dim": dict(zip(ACTION_DIM_NAMES, m["nll"][rows].mean(0).tolist(), strict=True)),
+                "entropy_per_dim": dict(zip(ACTION_DIM_NAMES, m["entropy"][rows].mean(0).tolist(), strict=True)),
+                # how much the instruction steers the action: KL(own instruction || another), nats per action
+                "kl_to_instruction": {text: m["kl"][rows, j].mean().item() for j, text in enumerate(instructions)
+                                      if text not in own},
             }
         del model
     variants = sorted({v for r in results.values() for v in r})
-    print("NLL of the expert's actions, nats per 7-token action (x-token NLL / x-token entropy)")
-    print("| checkpoint | " + " | ".join(variants) + " |\n|---|" + "---|" * len(variants))
+    print("NLL of the expert's actions, nats per 7-token action (x-token NLL / x-token entropy); then the KL from the "
+          "policy under the step's instruction to it under the other instructions (mean, nats per action)")
+    print("| checkpoint | " + " | ".join(variants) + " | " + " | ".join(f"KL {v}" for v in variants) + " |\n|---|"
+          + "---|" * 2 * len(variants))
     for label, r in results.items():
         print(f"| {label} | " + " | ".join(f"{r[v]['nll_per_action']:.2f} ({r[v]['nll_per_dim']['x']:.2f} / "
-                                           f"{r[v]['entropy_per_dim']['x']:.2f})" for v in variants) + " |")
+                                           f"{r[v]['entropy_per_dim']['x']:.2f})" for v in variants) + " | "
+              + " | ".join(f"{np.mean(list(r[v]['kl_to_instruction'].values()) or [0]):.2f}" for v in variants) + " |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"demos": args.demos, "unnorm_key": args.unnorm_key,

@@ -153,3 +153,13 @@ def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny
         assert result[variant]["steps"] == 3
         assert result[variant]["nll_per_action"] == pytest.approx(-logprobs.sum(-1).mean().item(), rel=1e-5)
         assert result[variant]["nll_per_dim"]["x"] == pytest.approx(-logprobs[:, 0].mean().item(), rel=1e-5)
+    # the instruction's pull: KL(towel || plate) on the towel episode's steps, from the two instructions' distributions
+    ids, mask, pixels = processor(images[:3], ["put the green cube on the towel"] * 3)
+    other_ids, other_mask, _ = processor(images[:3], ["put the green cube on the plate"] * 3)
+    with torch.no_grad():
+        own = model.evaluate_actions(ids, mask, pixels, tokens[:3])
+        own_lp = torch.log_softmax(model(ids, mask, pixels, tokens[:3])[0][..., 31744:32000], -1)
+        other_lp = torch.log_softmax(model(other_ids, other_mask, pixels, tokens[:3])[0][..., 31744:32000], -1)
+    assert torch.allclose(own_lp.gather(-1, (tokens[:3] - 31744).unsqueeze(-1))[..., 0], own.logprobs, atol=1e-5)
+    kl = (own_lp.exp() * (own_lp - other_lp)).sum((-1, -2)).mean().item()
+    assert kl > 0 and result["train"]["kl_to_instruction"] == {"put the green cube on the plate": pytest.approx(kl, rel=1e-4)}

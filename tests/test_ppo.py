@@ -182,6 +182,12 @@ def test_ptx_alone_raises_the_demonstrations_likelihood(tiny_dir, tmp_path):
     demos = load_ptx_demos(str(tmp_path / "demos.npz"), processor, model.config,
                            ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY))
     assert torch.equal(demos["actions"], tokens)  # the stored actions bin back to the expert's tokens
+    plate = load_ptx_demos(str(tmp_path / "demos.npz"), processor, model.config,
+                           ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY), variants=["unseen_target"])
+    assert torch.equal(plate["actions"], tokens[3:]) and torch.equal(plate["input_ids"], demos["input_ids"][3:])
+    with pytest.raises(ovp.OpenVLAError, match="none in .* which holds train, unseen_target"):
+        load_ptx_demos(str(tmp_path / "demos.npz"), processor, model.config,
+                       ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY), variants=["red_cube"])
     assert demos["input_ids"].shape[0] == 6 and not torch.equal(demos["input_ids"][0], demos["input_ids"][3])
 
     def demo_nll() -> float:

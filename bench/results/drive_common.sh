@@ -1,6 +1,7 @@
 # What the session drivers (learning_s*/drive.sh) share, sourced by them on the GPU machine: the working tree
 # copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into $LEARN_DIR=/tmp/learn,
-# a timestamped log (/tmp/out/driver.log), `evalv` (eval_generalization.py on the test seeds), `pack_run` and `arm`.
+# a timestamped log (/tmp/out/driver.log), `evalv` (eval_generalization.py on the test seeds), `pack_run`, `arm`,
+# `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -28,12 +29,12 @@ pack_run() {  # algo tag: pack the newest run of that tag and print its last che
     | tar -cJf "/tmp/out/run_$2_ckpts.tar.xz" -T -)
   echo "$last"
 }
-arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU (24 envs, LoRA lr $ARM_LR, stopped by the driver's
-  # SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes: `train` greedy and sampled
+arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU (24 envs, LoRA lr $ARM_LR, $ARM_ITERS iterations
+  # (400) or the driver's SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes: `train` greedy and sampled
   # (T = 1), the siblings greedy -> /tmp/out/eval_<tag>.tar.xz
   local gpu=$1 algo=$2 tag=$3 extra=${4:-}
   export CUDA_VISIBLE_DEVICES=$gpu
-  TAG=$tag ENVS=24 LR=${ARM_LR:-1e-4} ITERS=400 SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
+  TAG=$tag ENVS=24 LR=${ARM_LR:-1e-4} ITERS=${ARM_ITERS:-400} SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
     bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
   local last; last=$(pack_run "$algo" "$tag")
   evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
@@ -41,4 +42,21 @@ arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU (24 envs, LoRA l
   evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &
   wait; log "evals $tag done"
   tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
+}
+ptx_demos() {  # PPO-ptx's demonstrations -> $LEARN_DIR/ptx_demos.npz: $DEMOS_PTX (64) per SFT variant on
+  # $DEMO_ENVS (32) workers, seeds from 1,000,000 and expert noise 0.1, as the prior's SFT data (bench/learning.sh prior)
+  python3 sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task "${DEMOS_PTX:-64}" \
+    --demo-seed 1000000 --expert-noise 0.1 --num-envs "${DEMO_ENVS:-32}" --demos-path "$LEARN_DIR/ptx_demos.npz" \
+    > /tmp/out/demos.log 2>&1
+  log "demos rc=$? $(grep -a '\[demos\] [0-9]* demos' /tmp/out/demos.log)"
+}
+stop_and_wait() {  # SIGTERM the RL scripts $STOP_S seconds from now (a run saves and exits 0), wait for every arm
+  # and its evaluations, log DONE
+  ( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) &
+  wait
+  log DONE
+}
+unpack_prior_same() {  # session 9's prior `same` (carried as .learn/s9/prior_same.tar.xz) -> $LEARN_DIR/prior
+  mkdir -p "$LEARN_DIR"
+  tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz
 }

@@ -23,18 +23,14 @@
 # then poll (sleep; cat /tmp/out/driver.log) until DONE, and copy /tmp/out/*.tar.xz and a tar of the logs to $OUT
 # before the machine's 30 minutes end (each file back <= 16 MiB: pack_run keeps the runs under it).
 # CPU smoke run of this driver (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1 STOP_S=300, from a copy in /tmp/job.
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, unpack_prior_same, ptx_demos,
+  # stop_and_wait
 STOP_S=${STOP_S:-1020}  # 17 min of training (~150 iterations per arm); ~6 min of evaluation follow
 EP=${EP:-200}  # test episodes per evaluation
 export LEARN_DIR=/tmp/learn_same EVAL_ENVS=${EVAL_ENVS:-8}
-mkdir -p "$LEARN_DIR"
-tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz  # -> prior/
-python3 sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task "${DEMOS_PTX:-64}" \
-  --demo-seed 1000000 --expert-noise 0.1 --num-envs "${DEMO_ENVS:-32}" --demos-path "$LEARN_DIR/ptx_demos.npz" > /tmp/out/demos.log 2>&1
-log "demos rc=$? $(grep -a '\[demos\] [0-9]* demos' /tmp/out/demos.log)"
+unpack_prior_same  # -> $LEARN_DIR/prior
+ptx_demos  # -> $LEARN_DIR/ptx_demos.npz
 PTX="--train-vision --vision-learning-rate 5e-5 --ptx-coef 1 --ptx-demos $LEARN_DIR/ptx_demos.npz"
 arm 0 ppo ptx1 "$PTX" &
 arm 1 ppo bc1 "$PTX --pg-coef 0" &
-( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py"; log "SIGTERM sent" ) &
-wait
-log DONE
+stop_and_wait
