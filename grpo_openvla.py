@@ -53,8 +53,8 @@ Deviations from GRPO as usually written, and from RL4VLA:
    adapter (`vision.safetensors`). They get their own, far smaller learning rate (`--vision-learning-rate`):
    at the LoRA rate (5e-4) the small model's PPO moved 10x further per step and collapsed (BENCHMARKS.md 4).
    Measured with PPO (LoRA 1e-4, towers 5e-5): it lifted the small model's `train` from 0.44 to 0.74 sampled in
-   315 k env steps, where the LoRA alone reached 0.55 in 603 k, and it made the policy ignore the instruction
-   (on the plate variant the cube went to the towel): RL on one instruction does not see the language it loses.
+   315 k env steps, where the LoRA alone reached 0.55 in 603 k, and it sent the plate instruction to the towel
+   (that variant fell from 0.32 to 0.03): RL on one instruction does not see the language it loses.
 
 Launch:
     # one GPU, the real model (needs internet once, or a local copy): 8 groups of 8

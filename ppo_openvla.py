@@ -46,8 +46,8 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    adapter (`vision.safetensors`). They get their own, far smaller learning rate (`--vision-learning-rate`):
    at the LoRA rate (5e-4) the small model's PPO moved 10x further per step and collapsed (BENCHMARKS.md 4).
    Measured with PPO (LoRA 1e-4, towers 5e-5): it lifted the small model's `train` from 0.44 to 0.74 sampled in
-   315 k env steps, where the LoRA alone reached 0.55 in 603 k, and it made the policy ignore the instruction
-   (on the plate variant the cube went to the towel): RL on one instruction does not see the language it loses.
+   315 k env steps, where the LoRA alone reached 0.55 in 603 k, and it sent the plate instruction to the towel
+   (that variant fell from 0.32 to 0.03): RL on one instruction does not see the language it loses.
 8. PPO-ptx (`--ptx-coef`, off by default; Ouyang et al. 2022, "InstructGPT", eq. 2): every minibatch also takes
    the behaviour-cloning loss of `--ptx-batch-size` demonstration steps (sft_openvla.py's .npz, every variant the
    prior was fine-tuned on, instructions included): the negative log-likelihood of the expert's 7 action tokens
@@ -534,7 +534,7 @@ def main(args: Args) -> None:
     if args.env_backend == "gpu" and not openvla_envs.gpu_physx_available():
         raise ovp.OpenVLAError("--env-backend gpu needs a CUDA GPU and SAPIEN's PhysX GPU library "
                                "(~/.sapien/physx/); use --env-backend cpu")
-    for variant in args.eval_variants:
+    for variant in [*args.eval_variants, *args.ptx_variants]:
         openvla_envs.resolve(variant)
     if args.ptx_coef < 0 or args.ptx_batch_size < 1 or (args.ptx_coef > 0 and not args.ptx_demos):
         raise ovp.OpenVLAError("--ptx-coef must be >= 0 and --ptx-batch-size >= 1, and --ptx-coef > 0 needs --ptx-demos "
