@@ -51,10 +51,9 @@ ptx_demos() {  # PPO-ptx's demonstrations -> $LEARN_DIR/ptx_demos.npz: $DEMOS_PT
   log "demos rc=$? $(grep -a '\[demos\] [0-9]* demos' /tmp/out/demos.log)"
 }
 stop_and_wait() {  # SIGTERM the RL scripts $STOP_S seconds from now (a run saves and exits 0), wait for every arm
-  # and its evaluations, log DONE
+  # and its evaluations
   ( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) &
   wait
-  log DONE
 }
 unpack_prior_same() {  # session 9's prior `same` (carried as .learn/s9/prior_same.tar.xz) -> $LEARN_DIR/prior
   mkdir -p "$LEARN_DIR"

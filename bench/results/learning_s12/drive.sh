@@ -34,3 +34,4 @@ PTX="--train-vision --vision-learning-rate 5e-5 --ptx-coef 1 --ptx-demos $LEARN_
 arm 0 ppo ptx1 "$PTX" &
 arm 1 ppo bc1 "$PTX --pg-coef 0" &
 stop_and_wait
+log DONE
