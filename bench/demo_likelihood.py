@@ -3,8 +3,8 @@ log-likelihood of the scripted expert's action tokens on a demonstrations .npz (
 policy's own distribution over the 256 action columns at temperature 1: what PPO-ptx's term (ppo_openvla.py
 deviation 8) measures, split by the variant each demonstration belongs to and by action dimension, with the
 entropy of the policy there. A checkpoint whose NLL on `unseen_target`'s demonstrations rises while `train`'s
-stays put has learned to ignore the instruction (the two share one scene); one whose NLL rises on `train`'s too
-has left the expert's actions on the very task RL rewards. And how much the instruction steers the policy: at each
+stays put has lost the plate instruction's behaviour (the two share one scene); one whose NLL rises on `train`'s
+too has left the expert's actions on the very task RL rewards. And how much the instruction steers the policy: at each
 demonstration step, the KL from the policy under the step's own instruction to the policy under each other
 instruction in the file (the same image, the expert's token prefix), summed over the 7 tokens: a policy that
 ignores the instruction has ~0 there.

@@ -156,10 +156,11 @@ def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny
     # the instruction's pull: KL(towel || plate) on the towel episode's steps, from the two instructions' distributions
     ids, mask, pixels = processor(images[:3], ["put the green cube on the towel"] * 3)
     other_ids, other_mask, _ = processor(images[:3], ["put the green cube on the plate"] * 3)
+    first, last = model.config.action_token_ids.start, model.config.action_token_ids.stop  # the 256 action columns
     with torch.no_grad():
         own = model.evaluate_actions(ids, mask, pixels, tokens[:3])
-        own_lp = torch.log_softmax(model(ids, mask, pixels, tokens[:3])[0][..., 31744:32000], -1)
-        other_lp = torch.log_softmax(model(other_ids, other_mask, pixels, tokens[:3])[0][..., 31744:32000], -1)
-    assert torch.allclose(own_lp.gather(-1, (tokens[:3] - 31744).unsqueeze(-1))[..., 0], own.logprobs, atol=1e-5)
+        own_lp = torch.log_softmax(model(ids, mask, pixels, tokens[:3])[0][..., first:last], -1)
+        other_lp = torch.log_softmax(model(other_ids, other_mask, pixels, tokens[:3])[0][..., first:last], -1)
+    assert torch.allclose(own_lp.gather(-1, (tokens[:3] - first).unsqueeze(-1))[..., 0], own.logprobs, atol=1e-5)
     kl = (own_lp.exp() * (own_lp - other_lp)).sum((-1, -2)).mean().item()
     assert kl > 0 and result["train"]["kl_to_instruction"] == {"put the green cube on the plate": pytest.approx(kl, rel=1e-4)}
