@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 12, session 13, machine 2 (one GPU: nvidia-h200 or nvidia-h100-x1): one PPO arm from session 13's prior
+# (bench/results/learning_s13/prior.sh; carried as .learn/s13/prior_s13.tar.xz), 120 iterations (230 k env steps,
+# the blog's budget), then its test cells and bench/demo_likelihood.py. Session 11 (from session 9's prior, now
+# lost) measured that PPO with trainable towers (LoRA lr 1e-4, --train-vision at 5e-5, 24 envs, sparse reward)
+# lifts `train` (0.42 -> 0.74 sampled) by sending the cube to the towel whatever the instruction says (plate 0.315
+# -> 0.03); session 12 that PPO-ptx at coefficient 1 on all three SFT variants' demonstrations pins the whole
+# policy (nothing lifted, nothing lost), and that RL's gain lies ~1.7 nats per action away from the expert on
+# `train` while the tower arm's damage sits under the plate instruction (+2.9 nats). The arms ($ARM):
+#   ptxplate (default): ptx coefficient 1 on the plate demonstrations only (--ptx-variants unseen_target): pin the
+#     behaviour that broke and leave the towel instruction free for RL (red_cube's demonstrations would pin
+#     `train`'s behaviour too: the colour hardly steers the policy, KL(red || green) ~0.05 nats);
+#   ptx01: coefficient 0.1 on all three; towers: no ptx (session 11's arm, RL alone: the blog's claim).
+# Session 13 ran ARM=towers: its new prior (0.29 greedy / 0.295 sampled on `train`, plate 0.08, red cube 0.005)
+# fails `train` mostly by grasping (cube held in 0.66 of episodes, left on the plate in 0.09), not by choosing the
+# receptacle, as session 9's did; RL alone on it asks whether a gain in grasping carries to the siblings, and a
+# ptx arm's sibling cells would mix RL's transfer with the demonstrations' own behaviour cloning.
+# Demonstrations first (64 per SFT variant, seeds from 1,000,000, expert noise 0.1: a subset of the prior's SFT
+# data, so ptx adds no layout the prior did not see; ~3.5 min), then the arm, then its last checkpoint on 200
+# greedy and 200 sampled (T = 1) episodes of `train` and 200 greedy of each sibling (-> /tmp/out/eval_<arm>.tar.xz),
+# and the NLL of the demonstrations under the prior and the arm (-> /tmp/out/demo_likelihood.json).
+# One call, carry [".device", ".learn/s13/prior_s13.tar.xz"]; the brief's prefix, then
+#   (setsid bash bench/results/learning_s13/arm.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
+# and poll until DONE (~26 minutes held); copy /tmp/out/* to $OUT.
+# CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
+STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
+EP=${EP:-200}  # test episodes per evaluation
+ARM=${ARM:-ptxplate}
+export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=${EVAL_ENVS:-8} ARM_ITERS=${ARM_ITERS:-120}
+mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf .learn/s13/prior_s13.tar.xz  # -> $LEARN_DIR/prior
+log start
+TOWERS="--train-vision --vision-learning-rate 5e-5"
+PTX="$TOWERS --ptx-demos $LEARN_DIR/ptx_demos.npz"
+case $ARM in
+  ptxplate) ptx_demos; arm 0 ppo "$ARM" "$PTX --ptx-coef 1 --ptx-variants unseen_target" & ;;
+  ptx01) ptx_demos; arm 0 ppo "$ARM" "$PTX --ptx-coef 0.1" & ;;
+  towers) ptx_demos; arm 0 ppo "$ARM" "$TOWERS" & ;;  # the demonstrations only for demo_likelihood below
+  *) log "unknown ARM=$ARM"; exit 2 ;;
+esac
+stop_and_wait
+# how far the arm moved from the demonstrations, per variant, and the instruction's pull
+python3 bench/demo_likelihood.py --demos "$LEARN_DIR/ptx_demos.npz" --checkpoints "$LEARN_DIR/prior" \
+  "$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$ARM"__*/ | tail -1)" --labels prior "$ARM" \
+  --out /tmp/out/demo_likelihood.json > /tmp/out/demo_likelihood.log 2>&1
+log "demo_likelihood rc=$?"
+log DONE
