@@ -25,9 +25,12 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    90 % of the area resized back to 224x224, then brightness, contrast and saturation jitter, applied
    per sample in torch on the uint8 image before the processor normalises it.
 5. A constant learning rate with AdamW and gradient-norm clipping, as released; `--lr-schedule cosine` decays
-   it to 0 at `--max-steps` instead. A constant rate keeps the weights moving, so the action distributions
-   stay broad (the tiny prior of BENCHMARKS.md section 4: ~3 nats per translation token) and greedy success
-   swings between checkpoints; the decay ends on a converged, sharper model. DDP shards each global batch over
+   it to 0 at `--max-steps` instead, after `--lr-hold-steps` at the peak. A constant rate keeps the weights
+   moving, so the action distributions stay broad (the tiny prior of BENCHMARKS.md section 4: ~3 nats per
+   translation token) and greedy success swings between checkpoints; the decay ends on a converged, sharper
+   model. How long the peak lasts matters as much as the step count: 8,500 steps decayed from the start
+   ended at loss 0.88 and an x-token entropy of ~2.95 nats on PPO's rollouts, 3,500 held + 5,000 decayed at
+   0.78 and ~2.0 (the prior PPO could lift; BENCHMARKS.md section 4, sessions 9 and 13). DDP shards each global batch over
    ranks (one shared permutation per epoch, rank r takes its slice), not a `DistributedSampler`.
 6. Rank 0 collects the demonstrations (other ranks wait, then read the `.npz`), evaluates and saves.
 
@@ -43,6 +46,7 @@ Then: python eval_generalization.py --checkpoints checkpoints/sft-openvla --unno
 Demonstrations only (for ppo_openvla.py --ptx-demos): add --demos-only (collects into --demos-path and exits).
 """
 
+import math
 import os
 import random
 import sys
@@ -138,6 +142,9 @@ class Args:
     fine-tuning"""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """constant (the released recipe) or cosine: decays to 0 at --max-steps (deviation 5)"""
+    lr_hold_steps: int = 0
+    """with --lr-schedule cosine: steps at the peak rate before the decay starts (the tiny prior of BENCHMARKS.md
+    section 4: 3500 of 8500)"""
     weight_decay: float = 0.0
     """AdamW weight decay"""
     max_grad_norm: float = 1.0
@@ -332,6 +339,8 @@ if __name__ == "__main__":
         sys.exit(0)
     if args.lora_rank < 0 or (args.load_in_4bit and args.lora_rank == 0):
         fail("--load-in-4bit needs --lora-rank > 0, and --lora-rank must be >= 0")
+    if args.lr_hold_steps and not (args.lr_schedule == "cosine" and 0 < args.lr_hold_steps < args.max_steps):
+        fail(f"--lr-hold-steps {args.lr_hold_steps} needs --lr-schedule cosine and must lie in (0, --max-steps)")
     output = Path(args.output_dir)
     if output.exists() and any(output.iterdir()) and not (output / "config.json").exists():
         fail(f"--output-dir {output} exists and holds no checkpoint; saving would replace it: pick another")
@@ -409,8 +418,11 @@ if __name__ == "__main__":
     ddp_model = DDP(model, find_unused_parameters=lora is None) if world_size > 1 else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
                                   weight_decay=args.weight_decay)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.max_steps)
-                if args.lr_schedule == "cosine" else None)  # (deviation 5)
+    def cosine(step: int) -> float:  # the factor on the peak rate after `step` optimizer steps (deviation 5)
+        decayed = max(0, step - args.lr_hold_steps) / (args.max_steps - args.lr_hold_steps)
+        return 0.5 * (1 + math.cos(math.pi * decayed))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine) if args.lr_schedule == "cosine" else None
     if rank == 0:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[model] {args.vla_path}: {trainable / 1e6:.2f} M trainable parameters "

@@ -28,13 +28,13 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 @pytest.fixture(scope="module")
 def sft_run(tiny_dir, tmp_path_factory):
     """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning with a cosine
-    learning rate, one eval, an extra checkpoint at step 12."""
+    learning rate held at its peak for 8 steps, one eval, an extra checkpoint at step 12."""
     work = tmp_path_factory.mktemp("sft")
     proc = run_sft("--vla-path", str(tiny_dir), "--variants", "train", "--demos-per-task", "2", "--num-envs", "2",
                    "--episode-steps", "45", "--steps-after-success", "2", "--expert-noise", "0.02",
                    "--demos-path", "demos.npz", "--output-dir", "ckpt", "--norm-key", NORM_KEY,
                    "--max-steps", "24", "--save-every", "12", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
-                   "--lr-schedule", "cosine", "--eval-every", "0", "--eval-episodes", "2", cwd=work)
+                   "--lr-schedule", "cosine", "--lr-hold-steps", "8", "--eval-every", "0", "--eval-episodes", "2", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
 
@@ -72,12 +72,14 @@ def test_training_loss_falls_and_eval_is_logged(sft_run):
 
 
 def test_cosine_schedule_and_action_entropy_are_logged(sft_run):
-    """--lr-schedule cosine: 1e-3 * (1 + cos(pi * step / 24)) / 2 after each step, 0 at the last; each action
-    token's entropy over the 256 bins is logged and printed with the evaluation."""
+    """--lr-schedule cosine --lr-hold-steps 8: 1e-3 for 8 steps, then 1e-3 * (1 + cos(pi * (step - 8) / 16)) / 2
+    after each step, 0 at the last; each action token's entropy over the 256 bins is logged and printed with
+    the evaluation."""
     work, proc = sft_run
     (run_dir,) = (work / "runs").iterdir()
     rates = scalars(run_dir, "charts/learning_rate")
-    expected = [1e-3 * (1 + np.cos(np.pi * step / 24)) / 2 for step in (4, 8, 12, 16, 20, 24)]
+    expected = [1e-3 * (1 + np.cos(np.pi * max(0, step - 8) / 16)) / 2 for step in (4, 8, 12, 16, 20, 24)]
+    assert expected[:2] == [1e-3, 1e-3] and expected[-1] < 1e-12
     np.testing.assert_allclose(rates, expected, atol=1e-9)
     for name in ("x", "y", "z", "roll", "pitch", "yaw", "gripper"):
         entropies = scalars(run_dir, f"charts/entropy_{name}")
@@ -124,6 +126,8 @@ def test_augment_crops_and_jitters_deterministically():
 @pytest.mark.parametrize(("args", "needle"), [
     (["--variants", "train", "no_such_variant"], "unknown variant(s) no_such_variant"),
     (["--demos-per-task", "0", "--demos-path", "missing.npz"], "no demonstrations file"),
+    (["--lr-hold-steps", "100", "--max-steps", "100", "--lr-schedule", "cosine"], "--lr-hold-steps 100 needs"),
+    (["--lr-hold-steps", "10"], "needs --lr-schedule cosine"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
