@@ -54,7 +54,9 @@ Deviations from GRPO as usually written, and from RL4VLA:
    at the LoRA rate (5e-4) the small model's PPO moved 10x further per step and collapsed (BENCHMARKS.md 4).
    Measured with PPO (LoRA 1e-4, towers 5e-5): it lifted the small model's `train` from 0.44 to 0.74 sampled in
    315 k env steps, where the LoRA alone reached 0.55 in 603 k, and it sent the plate instruction to the towel
-   (that variant fell from 0.32 to 0.03): RL on one instruction does not see the language it loses.
+   (that variant fell from 0.32 to 0.03): RL on one instruction does not see the language it loses. From a
+   broader prior that fails by grasping rather than by receptacle (0.29), the same arm learnt the towel again
+   and lifted nothing in 230 k: the gain was the receptacle, not the manipulation.
 
 Launch:
     # one GPU, the real model (needs internet once, or a local copy): 8 groups of 8
