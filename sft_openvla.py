@@ -30,8 +30,9 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    translation token) and greedy success swings between checkpoints; the decay ends on a converged, sharper
    model. How long the peak lasts matters as much as the step count: 8,500 steps decayed from the start
    ended at loss 0.88 and an x-token entropy of ~2.95 nats on PPO's rollouts, 3,500 held + 5,000 decayed at
-   0.78 and ~2.0 (the prior PPO could lift; BENCHMARKS.md section 4, sessions 9 and 13). DDP shards each global batch over
-   ranks (one shared permutation per epoch, rank r takes its slice), not a `DistributedSampler`.
+   0.78 and ~2.0 (the prior PPO could lift; BENCHMARKS.md section 4, sessions 9 and 13). DDP shards each
+   global batch over ranks (one shared permutation per epoch, rank r takes its slice), not a
+   `DistributedSampler`.
 6. Rank 0 collects the demonstrations (other ranks wait, then read the `.npz`), evaluates and saves.
 
 Commands:
