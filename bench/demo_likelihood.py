@@ -7,7 +7,9 @@ stays put has lost the plate instruction's behaviour (the two share one scene); 
 too has left the expert's actions on the very task RL rewards. And how much the instruction steers the policy: at each
 demonstration step, the KL from the policy under the step's own instruction to the policy under each other
 instruction in the file (the same image, the expert's token prefix), summed over the 7 tokens: a policy that
-ignores the instruction has ~0 there.
+ignores the instruction has ~0 there. Each variant's NLL is also split by the expert's phase: `reach` (the steps
+before its gripper first closes: approach and grasp) and `carry` (from then on: transport to the receptacle and
+release), which tells a policy that left the expert's grasping from one that left its choice of receptacle.
 
     python sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task 24 \\
         --demo-seed 1000000 --expert-noise 0.1 --demos-path demos.npz
@@ -77,6 +79,19 @@ def measure(model, processor, demos: dict, instructions: list[str], batch_size: 
     return {"nll": torch.cat(nll), "entropy": torch.cat(entropy), "kl": torch.cat(kl)}
 
 
+def carry_phase(episode_index: np.ndarray, gripper: np.ndarray) -> np.ndarray:
+    """(D,) True from the first step of its episode at which the expert closes the gripper (-1 on the built-in
+    tasks, 1 = open) to the episode's end, False before it."""
+    closed = gripper < 0
+    carry = np.zeros(len(gripper), dtype=bool)
+    for episode in np.unique(episode_index):
+        steps = np.flatnonzero(episode_index == episode)
+        first = steps[closed[steps]]
+        if len(first):
+            carry[steps[steps >= first[0]]] = True
+    return carry
+
+
 def main(args: Args) -> None:
     if args.labels is not None and len(args.labels) != len(args.checkpoints):
         raise SystemExit(f"error: {len(args.labels)} --labels for {len(args.checkpoints)} --checkpoints")
@@ -87,6 +102,7 @@ def main(args: Args) -> None:
     with np.load(args.demos, allow_pickle=False) as npz:
         step_variants = npz["variants"][npz["episode_index"]]  # (D,) the variant of each step's episode
         step_instructions = npz["instructions"][npz["episode_index"]]
+        carry = carry_phase(npz["episode_index"], npz["actions"][:, 6])  # (D,) bool
     instructions = sorted(set(step_instructions.tolist()))
     results = {}
     for c, name in enumerate(tqdm(args.checkpoints, desc="checkpoints")):
@@ -102,6 +118,10 @@ def main(args: Args) -> None:
             results[label][variant] = {
                 "steps": int(rows.sum()),
                 "nll_per_action": m["nll"][rows].sum(-1).mean().item(),  # nats per 7-token action
+                "nll_per_action_by_phase": {  # reach: before the expert's first grasp; carry: from it on
+                    phase: m["nll"][rows & mask].sum(-1).mean().item()
+                    for phase, mask in (("reach", ~torch.from_numpy(carry)), ("carry", torch.from_numpy(carry)))
+                    if (rows & mask).any()},
                 "nll_per_dim": dict(zip(ACTION_DIM_NAMES, m["nll"][rows].mean(0).tolist(), strict=True)),
                 "entropy_per_dim": dict(zip(ACTION_DIM_NAMES, m["entropy"][rows].mean(0).tolist(), strict=True)),
                 # how much the instruction steers the action: KL(own instruction || another), nats per action
@@ -118,6 +138,11 @@ def main(args: Args) -> None:
         print(f"| {label} | " + " | ".join(f"{r[v]['nll_per_action']:.2f} ({r[v]['nll_per_dim']['x']:.2f} / "
                                            f"{r[v]['entropy_per_dim']['x']:.2f})" for v in variants) + " | "
               + " | ".join(f"{np.mean(list(r[v]['kl_to_instruction'].values()) or [0]):.2f}" for v in variants) + " |")
+    print("\nNLL per action by the expert's phase, reach / carry")
+    print("| checkpoint | " + " | ".join(variants) + " |\n|---|" + "---|" * len(variants))
+    for label, r in results.items():
+        print(f"| {label} | " + " | ".join(" / ".join(f"{r[v]['nll_per_action_by_phase'].get(p, float('nan')):.2f}"
+                                                      for p in ("reach", "carry")) for v in variants) + " |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"demos": args.demos, "unnorm_key": args.unnorm_key,

@@ -153,6 +153,9 @@ def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny
         assert result[variant]["steps"] == 3
         assert result[variant]["nll_per_action"] == pytest.approx(-logprobs.sum(-1).mean().item(), rel=1e-5)
         assert result[variant]["nll_per_dim"]["x"] == pytest.approx(-logprobs[:, 0].mean().item(), rel=1e-5)
+        # one fixed action per episode: its steps all lie in one phase, whose NLL is the variant's
+        (phase_nll,) = result[variant]["nll_per_action_by_phase"].values()
+        assert phase_nll == pytest.approx(result[variant]["nll_per_action"], rel=1e-6)
     # the instruction's pull: KL(towel || plate) on the towel episode's steps, from the two instructions' distributions
     ids, mask, pixels = processor(images[:3], ["put the green cube on the towel"] * 3)
     other_ids, other_mask, _ = processor(images[:3], ["put the green cube on the plate"] * 3)
@@ -164,3 +167,16 @@ def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny
     assert torch.allclose(own_lp.gather(-1, (tokens[:3] - first).unsqueeze(-1))[..., 0], own.logprobs, atol=1e-5)
     kl = (own_lp.exp() * (own_lp - other_lp)).sum((-1, -2)).mean().item()
     assert kl > 0 and result["train"]["kl_to_instruction"] == {"put the green cube on the plate": pytest.approx(kl, rel=1e-4)}
+
+
+def test_carry_phase_starts_at_the_expert_s_first_grasp():
+    """bench/demo_likelihood.py's phase split: `carry` from the first closed-gripper step (-1) of each episode to its
+    end, release included; `reach` before it; an episode that never closes is all `reach`."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from demo_likelihood import carry_phase
+
+    episodes = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    gripper = np.array([1, 1, -1, 1, -1, -1, 1, 1, 1], dtype=np.float32)
+    assert carry_phase(episodes, gripper).tolist() == [False, False, True, True, True, True, True, False, False]
