@@ -16,6 +16,10 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
 * `update`: one PPO update sample (teacher-forced `evaluate_actions` + backward, LoRA r=32 + value
   head) with and without gradient checkpointing, images through the vision towers or the rollout's patch
   embeddings reused, growing the micro-batch until it no longer fits.
+* `profile`: where one update micro-batch's time goes (`--profile-micro-batch`, gradient checkpointing on,
+  patch embeddings reused: the blog iteration's update), from `torch.profiler`: wall time, the GPU's busy time
+  (the sum of its kernels; the rest is launch overhead and host work), that busy time by kind (matmul,
+  attention, the rest), and the costliest kernels (on the CPU: operators).
 * `iteration`: writes a random 7B checkpoint, runs `ppo_openvla.py` for one iteration of the blog's size
   (24 envs x 80 steps, 20 minibatches, built-in task on CPU worker envs) and reads its rollout / env /
   update times back from tensorboard.
@@ -30,6 +34,7 @@ checkpointing. The JSON is rewritten after every row, so a run cut short keeps w
     python bench/throughput.py --sections rollout update --quant bf16 --batch-sizes 24 96 \
         --hf-loop-max-batch 0 --repeats 3 --micro-batches 16 32     # issue 13's numbers (~5 min, H100)
     python bench/throughput.py --out bench/results/throughput.json   # all sections (~12 min, H100)
+    python bench/throughput.py --sections profile --out bench/results/update_profile.json
     python bench/throughput.py --tiny --batch-sizes 2 --micro-batches 2 --repeats 1 --sections rollout update \
         --out /tmp/throughput_tiny.json                                # smoke test, any machine (CPU: ~1 min)
 """
@@ -60,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Args:
     sections: list[str] = field(default_factory=lambda: ["rollout", "update", "iteration"])
-    """which measurements to run besides the ceilings: rollout update iteration"""
+    """which measurements to run besides the ceilings: rollout update profile iteration"""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 24, 96])
     """rollout batch sizes (envs per step)"""
     quant: list[str] = field(default_factory=lambda: ["bf16", "4bit"])
@@ -73,6 +78,10 @@ class Args:
     """update micro-batch sizes to try, in order, until one does not fit"""
     repeats: int = 5
     """timed repetitions after warm-up (median reported)"""
+    profile_micro_batch: int = 16
+    """the `profile` section's micro-batch"""
+    profile_top: int = 20
+    """the `profile` section's number of kernels (operators on the CPU) listed"""
     iteration_envs: int = 24
     """envs of the full-iteration section (the blog's 24)"""
     tiny: bool = False
@@ -363,6 +372,64 @@ def measure_update(args: Args, config, ceilings, save) -> list[dict]:
     return rows
 
 
+def kernel_kind(name: str) -> str:
+    """A GPU kernel's kind, from its name (cuBLAS / CUTLASS GEMMs, flash / memory-efficient attention; on the CPU
+    the operator's)."""
+    lower = name.lower()
+    if any(k in lower for k in ("gemm", "gemv", "cutlass", "xmma", "nvjet", "cublas", "matmul", "aten::mm", "addmm", "bmm")):
+        return "matmul"
+    if any(k in lower for k in ("flash", "fmha", "attention", "attn")):
+        return "attention"
+    return "other"
+
+
+def profile_update(args: Args, config, ceilings) -> dict:
+    """One update micro-batch under torch.profiler: wall time, GPU busy time by kind, the costliest kernels."""
+    model = ovp.prepare_model(ovp.random_openvla(config, DEVICE), device=DEVICE,
+                              lora=ovp.LoraSettings(rank=32, alpha=16), with_value_head=True)
+    model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    micro = args.profile_micro_batch
+    ids, mask, px = inputs(ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer()), micro)
+    tokens = torch.randint(31744, 32000, (micro, 7), device=DEVICE)
+    with torch.no_grad():
+        patches = model.embed_images(px)
+    step = partial(update_step, model, ids, mask, None, patches, tokens)
+    for _ in range(2):  # warm-up: allocator, cuBLAS heuristics
+        step()
+    sync()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if DEVICE == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        start = time.perf_counter()
+        step()
+        sync()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    if DEVICE == "cuda":  # the kernels themselves (operators would count each kernel again)
+        timed_events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        self_s = {e.key: e.self_device_time_total / 1e6 for e in timed_events}
+    else:
+        timed_events = list(events)
+        self_s = {e.key: e.self_cpu_time_total / 1e6 for e in timed_events}
+    busy = sum(self_s.values())
+    by_kind: dict[str, float] = {}
+    for name, seconds in self_s.items():
+        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + seconds
+    top = sorted(timed_events, key=lambda e: -self_s[e.key])[: args.profile_top]
+    n_tok = 1 + 256 + ids.shape[1] + 6
+    floor = micro * 3 * lm_prefill_flops(model, n_tok) / (ceilings["matmul_tflops"] * 1e12)
+    del model
+    gc.collect()
+    reset_peak()
+    return {"micro_batch": micro, "gradient_checkpointing": True, "vision": "reused", "wall_s": wall,
+            "floor_s": floor, "ours_over_floor": wall / floor,
+            "busy_s": busy, "busy_fraction": busy / wall, "busy_s_by_kind": by_kind,
+            "top": [{"name": e.key[:120], "calls": e.count, "self_s": self_s[e.key], "share_of_busy": self_s[e.key] / busy}
+                    for e in top]}
+
+
 def measure_iteration(args: Args, config) -> dict:
     """One PPO iteration at the blog's size, through the real script, on a random 7B checkpoint."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -420,6 +487,9 @@ def main(args: Args) -> None:
         measure_rollout(args, config, result["ceilings"], save("rollout"))
     if "update" in args.sections:
         measure_update(args, config, result["ceilings"], save("update"))
+    if "profile" in args.sections:
+        save("profile")(profile_update(args, config, result["ceilings"]))
+        print(json.dumps({k: v for k, v in result["profile"].items() if k != "top"}), flush=True)
     if "iteration" in args.sections:
         save("iteration")(measure_iteration(args, config))
         print(json.dumps(result["iteration"]), flush=True)

@@ -140,3 +140,24 @@ def test_throughput_bench_tiny_rollout_rows(tmp_path):
     assert {"quant": "bf16", "batch": 2, "lora": True}.items() <= row.items()
     assert row["ours_over_floor"] == row["ours_s"] / row["floor_s"] > 0
     assert row["graph_exact"] and row["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
+
+
+def test_throughput_bench_tiny_update_profile(tmp_path):
+    """bench/throughput.py --sections profile: one update micro-batch under torch.profiler; its busy time is the sum
+    of the listed kinds, no more than the wall time (CPU: operators' self time), and the top entries are sorted."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "profile.json"
+    subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--tiny", "--sections", "profile",
+                    "--profile-micro-batch", "2", "--repeats", "1", "--out", str(out)], check=True, cwd=root,
+                   capture_output=True)
+    profile = json.loads(out.read_text())["profile"]
+    assert profile["micro_batch"] == 2 and 0 < profile["busy_s"] <= profile["wall_s"] * 1.05
+    assert sum(profile["busy_s_by_kind"].values()) == pytest.approx(profile["busy_s"])
+    assert profile["busy_s_by_kind"]["matmul"] > 0  # the LM's and LoRA's aten::mm
+    shares = [row["self_s"] for row in profile["top"]]
+    assert shares == sorted(shares, reverse=True) and len(shares) == 20
