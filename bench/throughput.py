@@ -376,11 +376,11 @@ def kernel_kind(name: str) -> str:
     """A GPU kernel's kind, from its name (cuBLAS / CUTLASS GEMMs, flash / memory-efficient attention; on the CPU
     the operator's)."""
     lower = name.lower()
+    if any(k in lower for k in ("flash", "fmha", "attention", "attn")):  # first: flash kernels name cutlass types
+        return "attention"
     if any(k in lower for k in ("gemm", "gemv", "cutlass", "xmma", "nvjet", "cublas", "matmul", "aten::mm", "addmm", "bmm")):
         return "matmul"
-    if any(k in lower for k in ("flash", "fmha", "attention", "attn")):
-        return "attention"
-    return "other"
+    return "other"  # elementwise, copies, reductions
 
 
 def profile_update(args: Args, config, ceilings) -> dict:
