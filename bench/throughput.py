@@ -80,6 +80,9 @@ class Args:
     """timed repetitions after warm-up (median reported)"""
     profile_micro_batch: int = 16
     """the `profile` section's micro-batch"""
+    profile_compile: bool = False
+    """the `profile` section with each LM decoder layer under torch.compile (an experiment: does fusing the
+    elementwise work take its share away?)"""
     profile_top: int = 20
     """the `profile` section's number of kernels (operators on the CPU) listed"""
     iteration_envs: int = 24
@@ -389,6 +392,9 @@ def profile_update(args: Args, config, ceilings) -> dict:
                               lora=ovp.LoraSettings(rank=32, alpha=16), with_value_head=True)
     model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
+    if args.profile_compile:  # one compiled graph serves all layers (their parameters are the graph's inputs)
+        for layer in model.causal_lm.model.layers:
+            layer.compile()
     micro = args.profile_micro_batch
     ids, mask, px = inputs(ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer()), micro)
     tokens = torch.randint(31744, 32000, (micro, 7), device=DEVICE)
@@ -423,7 +429,8 @@ def profile_update(args: Args, config, ceilings) -> dict:
     del model
     gc.collect()
     reset_peak()
-    return {"micro_batch": micro, "gradient_checkpointing": True, "vision": "reused", "wall_s": wall,
+    return {"micro_batch": micro, "gradient_checkpointing": True, "vision": "reused", "compiled_layers": args.profile_compile,
+            "wall_s": wall,
             "floor_s": floor, "ours_over_floor": wall / floor,
             "busy_s": busy, "busy_fraction": busy / wall, "busy_s_by_kind": by_kind,
             "top": [{"name": e.key[:120], "calls": e.count, "self_s": self_s[e.key], "share_of_busy": self_s[e.key] / busy}
