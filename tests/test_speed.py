@@ -142,9 +142,11 @@ def test_throughput_bench_tiny_rollout_rows(tmp_path):
     assert row["graph_exact"] and row["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
 
 
-def test_throughput_bench_tiny_update_profile(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_throughput_bench_tiny_update_profile(tmp_path, compiled):
     """bench/throughput.py --sections profile: one update micro-batch under torch.profiler; its busy time is the sum
-    of the listed kinds, no more than the wall time (CPU: operators' self time), and the top entries are sorted."""
+    of the listed kinds, no more than the wall time (CPU: operators' self time), and the top entries are sorted.
+    With --profile-compile the decoder layers run as compiled graphs."""
     import json
     import subprocess
     import sys
@@ -153,11 +155,13 @@ def test_throughput_bench_tiny_update_profile(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "profile.json"
     subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--tiny", "--sections", "profile",
-                    "--profile-micro-batch", "2", "--repeats", "1", "--out", str(out)], check=True, cwd=root,
-                   capture_output=True)
+                    "--profile-micro-batch", "2", "--repeats", "1", "--out", str(out),
+                    "--profile-compile" if compiled else "--no-profile-compile"], check=True, cwd=root, capture_output=True)
     profile = json.loads(out.read_text())["profile"]
     assert profile["micro_batch"] == 2 and 0 < profile["busy_s"] <= profile["wall_s"] * 1.05
     assert sum(profile["busy_s_by_kind"].values()) == pytest.approx(profile["busy_s"])
     assert profile["busy_s_by_kind"]["matmul"] > 0  # the LM's and LoRA's aten::mm
     shares = [row["self_s"] for row in profile["top"]]
     assert shares == sorted(shares, reverse=True) and len(shares) == 20
+    assert profile["compiled_layers"] is compiled
+    assert any("Compiled" in row["name"] for row in profile["top"]) is compiled
