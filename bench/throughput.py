@@ -333,12 +333,25 @@ def update_step(model, ids, mask, px, patches, tokens) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def measure_update(args: Args, config, ceilings, save) -> list[dict]:
-    rows = []
+def update_model(config) -> ovp.OpenVLAForActionPrediction:
+    """The model PPO updates: random weights, LoRA r32 + value head, in training mode."""
     model = ovp.prepare_model(ovp.random_openvla(config, DEVICE), device=DEVICE,
                               lora=ovp.LoraSettings(rank=32, alpha=16), with_value_head=True)
+    return model.train()
+
+
+def update_floor_s(model, ids: torch.Tensor, checkpointing: bool, reuse: bool, ceilings: dict) -> float:
+    """The update's matmul floor for the micro-batch of `ids`: the vision forward (unless reused), the LM forward
+    and its input-gradient backward, plus one more LM forward with checkpointing."""
+    lm = lm_prefill_flops(model, 1 + 256 + ids.shape[1] + 6)
+    flops = len(ids) * ((0 if reuse else vision_flops(model)) + (3 if checkpointing else 2) * lm)
+    return flops / (ceilings["matmul_tflops"] * 1e12)
+
+
+def measure_update(args: Args, config, ceilings, save) -> list[dict]:
+    rows = []
+    model = update_model(config)
     processor = ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer())
-    model.train()
     for checkpointing in (False, True):
         if checkpointing:
             model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -356,10 +369,7 @@ def measure_update(args: Args, config, ceilings, save) -> list[dict]:
                     model.zero_grad(set_to_none=True)
                     reset_peak()
                     break
-                n_tok = 1 + 256 + ids.shape[1] + 6
-                lm = lm_prefill_flops(model, n_tok)
-                flops = micro * ((0 if reuse else vision_flops(model)) + (3 if checkpointing else 2) * lm)
-                floor = flops / (ceilings["matmul_tflops"] * 1e12)
+                floor = update_floor_s(model, ids, checkpointing, reuse, ceilings)
                 row = {"gradient_checkpointing": checkpointing, "vision": "reused" if reuse else "recomputed",
                        "micro_batch": micro, "ms_per_sample": 1000 * t / micro, "floor_ms_per_sample": 1000 * floor / micro,
                        "ours_over_floor": t / floor, "peak_gib": peak_gib()}
@@ -388,10 +398,8 @@ def kernel_kind(name: str) -> str:
 
 def profile_update(args: Args, config, ceilings) -> dict:
     """One update micro-batch under torch.profiler: wall time, GPU busy time by kind, the costliest kernels."""
-    model = ovp.prepare_model(ovp.random_openvla(config, DEVICE), device=DEVICE,
-                              lora=ovp.LoraSettings(rank=32, alpha=16), with_value_head=True)
+    model = update_model(config)
     model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
     if args.profile_compile:  # one compiled graph serves all layers (their parameters are the graph's inputs)
         for layer in model.causal_lm.model.layers:
             layer.compile()
@@ -422,19 +430,18 @@ def profile_update(args: Args, config, ceilings) -> dict:
     busy = sum(self_s.values())
     by_kind: dict[str, float] = {}
     for name, seconds in self_s.items():
-        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + seconds
+        kind = kernel_kind(name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + seconds
     top = sorted(timed_events, key=lambda e: -self_s[e.key])[: args.profile_top]
-    n_tok = 1 + 256 + ids.shape[1] + 6
-    floor = micro * 3 * lm_prefill_flops(model, n_tok) / (ceilings["matmul_tflops"] * 1e12)
+    floor = update_floor_s(model, ids, checkpointing=True, reuse=True, ceilings=ceilings)
     del model
     gc.collect()
     reset_peak()
-    return {"micro_batch": micro, "gradient_checkpointing": True, "vision": "reused", "compiled_layers": args.profile_compile,
-            "wall_s": wall,
-            "floor_s": floor, "ours_over_floor": wall / floor,
+    return {"micro_batch": micro, "gradient_checkpointing": True, "vision": "reused",
+            "compiled_layers": args.profile_compile, "wall_s": wall, "floor_s": floor, "ours_over_floor": wall / floor,
             "busy_s": busy, "busy_fraction": busy / wall, "busy_s_by_kind": by_kind,
-            "top": [{"name": e.key[:120], "calls": e.count, "self_s": self_s[e.key], "share_of_busy": self_s[e.key] / busy}
-                    for e in top]}
+            "top": [{"name": e.key[:120], "calls": e.count, "self_s": self_s[e.key],
+                     "share_of_busy": self_s[e.key] / busy} for e in top]}
 
 
 def measure_iteration(args: Args, config) -> dict:

@@ -2,6 +2,11 @@
 reused patch embeddings == recomputed vision; static-KV-cache decoding == DynamicCache decoding;
 LoRA computing in bf16 over fp32 master weights, identically in rollout and update."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from vla_inputs import INSTRUCTIONS, random_images
@@ -125,18 +130,18 @@ def test_lora_computes_in_bf16_over_fp32_weights_and_first_ratio_is_one(tiny_dir
 # --- bench/throughput.py smoke run -----------------------------------------------------------------------
 
 
-def test_throughput_bench_tiny_rollout_rows(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def run_throughput(tmp_path, *args: str) -> dict:
+    """bench/throughput.py --tiny with `args` (a subprocess, on the CPU) -> its JSON."""
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "throughput.json"
-    subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--tiny", "--sections", "rollout",
-                    "--quant", "bf16", "--lora", "on", "--batch-sizes", "2", "--repeats", "1",
-                    "--hf-loop-max-batch", "0", "--out", str(out)], check=True, cwd=root, capture_output=True)
-    (row,) = json.loads(out.read_text())["rollout"]
+    subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--tiny", "--repeats", "1", "--out", str(out),
+                    *args], check=True, cwd=root, capture_output=True)
+    return json.loads(out.read_text())
+
+
+def test_throughput_bench_tiny_rollout_rows(tmp_path):
+    (row,) = run_throughput(tmp_path, "--sections", "rollout", "--quant", "bf16", "--lora", "on", "--batch-sizes", "2",
+                            "--hf-loop-max-batch", "0")["rollout"]
     assert {"quant": "bf16", "batch": 2, "lora": True}.items() <= row.items()
     assert row["ours_over_floor"] == row["ours_s"] / row["floor_s"] > 0
     assert row["graph_exact"] and row["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
@@ -147,17 +152,8 @@ def test_throughput_bench_tiny_update_profile(tmp_path, compiled):
     """bench/throughput.py --sections profile: one update micro-batch under torch.profiler; its busy time is the sum
     of the listed kinds, no more than the wall time (CPU: operators' self time), and the top entries are sorted.
     With --profile-compile the decoder layers run as compiled graphs."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "profile.json"
-    subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--tiny", "--sections", "profile",
-                    "--profile-micro-batch", "2", "--repeats", "1", "--out", str(out),
-                    "--profile-compile" if compiled else "--no-profile-compile"], check=True, cwd=root, capture_output=True)
-    profile = json.loads(out.read_text())["profile"]
+    profile = run_throughput(tmp_path, "--sections", "profile", "--profile-micro-batch", "2",
+                             "--profile-compile" if compiled else "--no-profile-compile")["profile"]
     assert profile["micro_batch"] == 2 and 0 < profile["busy_s"] <= profile["wall_s"] * 1.05
     assert sum(profile["busy_s_by_kind"].values()) == pytest.approx(profile["busy_s"])
     assert profile["busy_s_by_kind"]["matmul"] > 0  # the LM's and LoRA's aten::mm

@@ -33,11 +33,13 @@ log start
 TOWERS="--train-vision --vision-learning-rate 5e-5"
 PTX="$TOWERS --ptx-demos $LEARN_DIR/ptx_demos.npz"
 case $ARM in
-  ptxplate) ptx_demos; arm 0 ppo "$ARM" "$PTX --ptx-coef 1 --ptx-variants unseen_target" & ;;
-  ptx01) ptx_demos; arm 0 ppo "$ARM" "$PTX --ptx-coef 0.1" & ;;
-  towers) ptx_demos; arm 0 ppo "$ARM" "$TOWERS" & ;;  # the demonstrations only for demo_likelihood below
+  ptxplate) FLAGS="$PTX --ptx-coef 1 --ptx-variants unseen_target" ;;
+  ptx01) FLAGS="$PTX --ptx-coef 0.1" ;;
+  towers) FLAGS="$TOWERS" ;;  # the demonstrations then serve demo_likelihood below only
   *) log "unknown ARM=$ARM"; exit 2 ;;
 esac
+ptx_demos  # -> $LEARN_DIR/ptx_demos.npz
+arm 0 ppo "$ARM" "$FLAGS" &
 stop_and_wait
 # how far the arm moved from the demonstrations, per variant, and the instruction's pull
 python3 bench/demo_likelihood.py --demos "$LEARN_DIR/ptx_demos.npz" --checkpoints "$LEARN_DIR/prior" \
