@@ -176,6 +176,9 @@ class Args:
     sample at 7B: 3.75 GiB for 24 x 80); off, or with --train-vision, it recomputes them from the stored images"""
     gradient_checkpointing: bool = False
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
+    compile: bool = False
+    """torch.compile the LM's decoder layers for the update (fused elementwise work; an update micro-batch 1.47x
+    faster at 7B in the bench, BENCHMARKS.md 1); compiled at the first update; the rollout stays eager; same gradient"""
     output_dir: str = "runs"
     """where run directories (tensorboard events, checkpoints, videos) are created"""
     eval_every: int = 10
@@ -513,6 +516,8 @@ def main(args: Args) -> None:
     )  # no value head: the group is the baseline, so the checkpoints hold the LoRA adapter only
     if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
         ovp.make_vision_trainable(model)
+    if args.compile:  # after LoRA, once: the update then runs fused kernels, the rollout's cached passes eager ones
+        ovp.compile_decoder_layers(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
     if world_size > 1:  # every rank starts from rank 0's LoRA init
         for p in model.parameters():

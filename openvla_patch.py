@@ -26,7 +26,8 @@ that changes the gradient. It provides:
 * `ValueHead`: the blog's MLP on the hidden state of the last prompt token (stop-grad by default).
 * Speed (issue 13): the 6 decode steps replayed as a CUDA graph over a static KV cache on GPUs (the eager
   path kept as the reference); LoRA computing in the base dtype over fp32 master weights (`lm_autocast`);
-  the rollout's patch embeddings reusable by the update, which then skips the frozen vision towers.
+  the rollout's patch embeddings reusable by the update, which then skips the frozen vision towers; the
+  decoder layers compiled for the update's teacher-forced passes (`compile_decoder_layers`, opt-in).
 * `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
   SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back, and
   `save_pretrained` also what the released stack reads (preprocessor config, the base's remote code, a
@@ -545,25 +546,27 @@ class OpenVLAForActionPrediction(nn.Module):
         graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
         force one (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
-        `evaluate_actions(..., patch_embeddings=...)`.
+        `evaluate_actions(..., patch_embeddings=...)`. Decoder layers compiled by `compile_decoder_layers` run
+        eagerly here: every pass of this method uses a KV cache (see there).
         """
         patches = self.embed_images(pixel_values)  # (B, P, H)
         embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, patches)
-        decoder = self._decoder(embeds.shape[0], embeds.shape[1], decode)
-        hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
-        values = self._values(hidden, detach_input=True)
         tokens, logprobs, all_logits = [], [], []
-        for step in range(ACTION_DIM):
-            all_logits.append(self._action_logits(hidden, temperature))  # (B, 256)
-            log_probs = torch.log_softmax(all_logits[-1], dim=-1)
-            if greedy:
-                column = log_probs.argmax(-1)
-            else:
-                column = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
-            tokens.append(self._action_ids[column])
-            logprobs.append(log_probs.gather(-1, column[:, None]).squeeze(-1))
-            if step < ACTION_DIM - 1:
-                hidden = decoder.step(tokens[-1])  # (B, H)
+        with torch.compiler.set_stance("force_eager"):  # a no-op unless compile_decoder_layers was called
+            decoder = self._decoder(embeds.shape[0], embeds.shape[1], decode)
+            hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
+            values = self._values(hidden, detach_input=True)
+            for step in range(ACTION_DIM):
+                all_logits.append(self._action_logits(hidden, temperature))  # (B, 256)
+                log_probs = torch.log_softmax(all_logits[-1], dim=-1)
+                if greedy:
+                    column = log_probs.argmax(-1)
+                else:
+                    column = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+                tokens.append(self._action_ids[column])
+                logprobs.append(log_probs.gather(-1, column[:, None]).squeeze(-1))
+                if step < ACTION_DIM - 1:
+                    hidden = decoder.step(tokens[-1])  # (B, H)
         return ActionSample(torch.stack(tokens, 1), torch.stack(logprobs, 1), values, torch.stack(all_logits, 1),
                             patches if return_patch_embeddings else None)
 
@@ -749,6 +752,47 @@ class StaticCacheDecoder:
             return self._decode_step()
         self.graph.replay()
         return self.hidden
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compiled decoder layers (the teacher-forced passes of the update)
+# ---------------------------------------------------------------------------------------------------
+# Between its matmuls a LoRA decoder layer runs dozens of small elementwise kernels: the LoRA scale and add
+# of its 7 linear layers, two fp32 RMSNorms and their casts, RoPE, SiLU x up. torch.compile fuses them; at
+# 7B shapes that took an update micro-batch from 1.015 to 0.693 s (BENCHMARKS.md 1, measured with static
+# shapes and fp32 intermediates, before the two options below; bench/throughput.py --profile-compile now
+# calls this function). `compile_decoder_layers` compiles each decoder layer's forward in place
+# (`nn.Module.compile`): the module tree and state dict, the peft LoRA wrappers, `save_adapter`, gradient
+# checkpointing (transformers checkpoints inside the layer's `forward`, so the compiled graph holds the
+# recompute) and the scripts' gradient all-reduce are unchanged, and so is the gradient: the same function,
+# rounded differently (tests/test_speed.py). Per layer rather than the whole model: the layers share one
+# graph (their parameters are its inputs), so compiling takes one layer's time and works the same with
+# checkpointing. `dynamic=True`: micro-batch sizes and prompt lengths change between calls (the last
+# micro-batch, the samples left in the loss, other instructions), and one graph with symbolic sizes serves
+# them all where static shapes would recompile per new size (a size of 1 still gets its own graph).
+#
+# Passes with a KV cache stay eager: `generate_actions` (the prefill and the 6 decode steps, CUDA graph or
+# not) runs under `torch.compiler.set_stance("force_eager")`. With a cache each layer writes its own key /
+# value buffers, picked by its `layer_idx`, which torch.compile specialises on: one graph per layer, and
+# past 8 layers (torch's recompile limit) it gives up on the layer's forward for good, in the update too. The
+# rollout's CUDA graph is therefore captured from eager layers, exactly as without compiling.
+# So the rollout computes with eager kernels and the update with fused ones, yet PPO's first ratio must stay
+# 1: the rollout's log-probs and the learner's must be the same function, rounded the same way. In fp32 they
+# agree within 1e-5 (tested). In bf16 a fused kernel keeps its intermediates in fp32 where eager rounds
+# after every operation: that moved the tiny model's composite (7-token) log-prob by 2e-3 to 6e-3 against
+# the eager rollout (CPU, 10 batches; eager against eager: 0 to 5e-5). `emulate_precision_casts` makes the
+# fused kernels round after each operation as eager does (0 in 8 of those 10 batches, at most 5e-4), at the
+# cost of a few conversions in registers.
+# Not calling this function is the eager path, the reference.
+
+
+def compile_decoder_layers(model: OpenVLAForActionPrediction) -> int:
+    """Compile each decoder layer of the language model in place, for every pass without a KV cache (see the
+    comment above); compilation happens at the first such pass. -> the number of layers compiled."""
+    layers = model.causal_lm.model.layers  # `causal_lm` sees through the peft wrapper
+    for layer in layers:
+        layer.compile(dynamic=True, options={"emulate_precision_casts": True})
+    return len(layers)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -81,8 +81,8 @@ class Args:
     profile_micro_batch: int = 16
     """the `profile` section's micro-batch"""
     profile_compile: bool = False
-    """the `profile` section with each LM decoder layer under torch.compile (an experiment: does fusing the
-    elementwise work take its share away?)"""
+    """the `profile` section with each LM decoder layer under torch.compile (`openvla_patch.compile_decoder_layers`,
+    the scripts' --compile: does fusing the elementwise work take its share away?)"""
     profile_top: int = 20
     """the `profile` section's number of kernels (operators on the CPU) listed"""
     iteration_envs: int = 24
@@ -400,9 +400,8 @@ def profile_update(args: Args, config, ceilings) -> dict:
     """One update micro-batch under torch.profiler: wall time, GPU busy time by kind, the costliest kernels."""
     model = update_model(config)
     model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if args.profile_compile:  # one compiled graph serves all layers (their parameters are the graph's inputs)
-        for layer in model.causal_lm.model.layers:
-            layer.compile()
+    if args.profile_compile:  # the scripts' --compile
+        ovp.compile_decoder_layers(model)
     micro = args.profile_micro_batch
     ids, mask, px = inputs(ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer()), micro)
     tokens = torch.randint(31744, 32000, (micro, 7), device=DEVICE)

@@ -1,17 +1,20 @@
 """openvla_patch.py speed paths (issue 13) against their references, on the CPU:
 reused patch embeddings == recomputed vision; static-KV-cache decoding == DynamicCache decoding;
-LoRA computing in bf16 over fp32 master weights, identically in rollout and update."""
+LoRA computing in bf16 over fp32 master weights, identically in rollout and update; compiled decoder
+layers == eager ones."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from vla_inputs import INSTRUCTIONS, random_images
 
-from openvla_patch import LoraSettings, OpenVLAError, StaticCacheDecoder, load_vla
+from openvla_patch import LoraSettings, OpenVLAError, StaticCacheDecoder, compile_decoder_layers, load_vla
 
 
 def _lora_model(tiny_dir, dtype=torch.float32, **kwargs):
@@ -125,6 +128,49 @@ def test_lora_computes_in_bf16_over_fp32_weights_and_first_ratio_is_one(tiny_dir
     ev.logprobs.sum().backward()
     grads = [p.grad for p in lora.values() if p.grad is not None]
     assert grads and all(g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+# --- compiled decoder layers (--compile) -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend (inductor) builds its kernels with g++, which is not installed")
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_compiled_decoder_layers_equal_eager(tiny_dir, checkpointing):
+    """After compile_decoder_layers the rollout (KV cache) still runs the eager layers, and the update's teacher-forced
+    pass through the compiled ones gives eager's log-probs, entropies, values and LoRA gradients (fp32): the first
+    ratio stays 1."""
+    models = {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(0)  # the same LoRA init in both
+        models[name] = _lora_model(tiny_dir, gradient_checkpointing=checkpointing)[0]
+    _, processor = _lora_model(tiny_dir)
+    assert compile_decoder_layers(models["compiled"]) == models["compiled"].causal_lm.config.num_hidden_layers
+    ids, mask, px = processor(random_images(3, seed=9), INSTRUCTIONS)  # padded: three prompt lengths
+    graphs = counters["stats"]["unique_graphs"]
+    samples = {name: model.generate_actions(ids, mask, px, return_patch_embeddings=True,
+                                            generator=torch.Generator().manual_seed(1))
+               for name, model in models.items()}
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled for the cached passes
+    for field in ("tokens", "logprobs", "values", "patch_embeddings"):
+        assert torch.equal(getattr(samples["compiled"], field), getattr(samples["eager"], field)), field
+    sample, evals, grads = samples["eager"], {}, {}
+    for name, model in models.items():
+        model.train()
+        for micro in (slice(0, 3), slice(0, 2)):  # two batch sizes: one graph with symbolic sizes (dynamic=True)
+            ev = model.evaluate_actions(ids[micro], mask[micro], None, sample.tokens[micro],
+                                        patch_embeddings=sample.patch_embeddings[micro])
+            (ev.logprobs.sum() + ev.entropy.sum() + ev.values.sum()).backward()
+        evals[name] = ev
+        grads[name] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert counters["stats"]["unique_graphs"] > graphs  # the update did run compiled
+    for field in ("logprobs", "entropy", "values"):
+        assert torch.allclose(getattr(evals["compiled"], field), getattr(evals["eager"], field), atol=1e-5, rtol=0), field
+    first_ratio = (evals["compiled"].logprobs.sum(-1) - sample.logprobs[:2].sum(-1)).exp()
+    assert torch.allclose(first_ratio, torch.ones_like(first_ratio), atol=1e-5, rtol=0)
+    assert grads["compiled"].keys() == grads["eager"].keys() and any("lora_A" in n for n in grads["eager"])
+    for n, g in grads["eager"].items():
+        assert torch.allclose(grads["compiled"][n], g, atol=1e-5, rtol=1e-4), n
 
 
 # --- bench/throughput.py smoke run -----------------------------------------------------------------------
