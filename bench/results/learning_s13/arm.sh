@@ -22,6 +22,11 @@
 # One call, carry [".device", ".learn/s13/prior_s13.tar.xz"]; the brief's prefix, then
 #   (setsid bash bench/results/learning_s13/arm.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
 # and poll until DONE (~26 minutes held); copy /tmp/out/* to $OUT.
+# Session 14 ran ARM=ptxplate from the prior remade with HOLD=3500 (0.545 on `train`, failing it by grasping):
+# `train` flat, the plate up 0.24 -> 0.36. Its controls, side by side on an nvidia-h200-x2 (one arm per GPU):
+#   ARM="towers bcplate": towers (RL alone: was the plate term what held `train`?) and bcplate, the plate term
+#   without RL (--pg-coef 0: is the plate's gain the demonstrations' own?).
+# ARM may list several arms: the i-th runs on GPU i, all at once, and demo_likelihood compares them all.
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -32,18 +37,22 @@ mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf .learn/s13/prior_s13.tar.xz  #
 log start
 TOWERS="--train-vision --vision-learning-rate 5e-5"
 PTX="$TOWERS --ptx-demos $LEARN_DIR/ptx_demos.npz"
-case $ARM in
-  ptxplate) FLAGS="$PTX --ptx-coef 1 --ptx-variants unseen_target" ;;
-  ptx01) FLAGS="$PTX --ptx-coef 0.1" ;;
-  towers) FLAGS="$TOWERS" ;;  # the demonstrations then serve demo_likelihood below only
-  *) log "unknown ARM=$ARM"; exit 2 ;;
-esac
+flags() {  # arm -> its PPO flags
+  case $1 in
+    ptxplate) echo "$PTX --ptx-coef 1 --ptx-variants unseen_target" ;;
+    bcplate) echo "$PTX --ptx-coef 1 --ptx-variants unseen_target --pg-coef 0" ;;
+    ptx01) echo "$PTX --ptx-coef 0.1" ;;
+    towers) echo "$TOWERS" ;;  # the demonstrations then serve demo_likelihood below only
+    *) return 1 ;;
+  esac
+}
+for a in $ARM; do flags "$a" > /dev/null || { log "unknown arm $a"; exit 2; }; done
 ptx_demos  # -> $LEARN_DIR/ptx_demos.npz
-arm 0 ppo "$ARM" "$FLAGS" &
+gpu=0; for a in $ARM; do arm "$gpu" ppo "$a" "$(flags "$a")" & gpu=$((gpu + 1)); done
 stop_and_wait
-# how far the arm moved from the demonstrations, per variant, and the instruction's pull
+# how far each arm moved from the demonstrations, per variant, and the instruction's pull
+runs=(); for a in $ARM; do runs+=("$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$a"__*/ | tail -1)"); done
 python3 bench/demo_likelihood.py --demos "$LEARN_DIR/ptx_demos.npz" --checkpoints "$LEARN_DIR/prior" \
-  "$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$ARM"__*/ | tail -1)" --labels prior "$ARM" \
-  --out /tmp/out/demo_likelihood.json > /tmp/out/demo_likelihood.log 2>&1
+  "${runs[@]}" --labels prior $ARM --out /tmp/out/demo_likelihood.json > /tmp/out/demo_likelihood.log 2>&1
 log "demo_likelihood rc=$?"
 log DONE
