@@ -786,12 +786,13 @@ class StaticCacheDecoder:
 # Not calling this function is the eager path, the reference.
 
 
-def compile_decoder_layers(model: OpenVLAForActionPrediction) -> int:
+def compile_decoder_layers(model: OpenVLAForActionPrediction, dynamic: bool = True) -> int:
     """Compile each decoder layer of the language model in place, for every pass without a KV cache (see the
-    comment above); compilation happens at the first such pass. -> the number of layers compiled."""
+    comment above); compilation happens at the first such pass. `dynamic=False`: a graph per input shape (the
+    bench's comparison). -> the number of layers compiled."""
     layers = model.causal_lm.model.layers  # `causal_lm` sees through the peft wrapper
     for layer in layers:
-        layer.compile(dynamic=True, options={"emulate_precision_casts": True})
+        layer.compile(dynamic=dynamic, options={"emulate_precision_casts": True})
     return len(layers)
 
 

@@ -83,8 +83,13 @@ class Args:
     profile_compile: bool = False
     """the `profile` section with each LM decoder layer under torch.compile (`openvla_patch.compile_decoder_layers`,
     the scripts' --compile: does fusing the elementwise work take its share away?)"""
+    profile_compile_static: bool = False
+    """with --profile-compile: a graph per input shape (`dynamic=False`) instead of the scripts' symbolic sizes"""
     profile_top: int = 20
     """the `profile` section's number of kernels (operators on the CPU) listed"""
+    iteration_compile: bool = False
+    """the `iteration` section with the script's --compile (decoder layers compiled for the update); it then runs
+    two iterations and reports the second, whose update does not compile"""
     iteration_envs: int = 24
     """envs of the full-iteration section (the blog's 24)"""
     tiny: bool = False
@@ -401,7 +406,7 @@ def profile_update(args: Args, config, ceilings) -> dict:
     model = update_model(config)
     model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.profile_compile:  # the scripts' --compile
-        ovp.compile_decoder_layers(model)
+        ovp.compile_decoder_layers(model, dynamic=not args.profile_compile_static)
     micro = args.profile_micro_batch
     ids, mask, px = inputs(ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer()), micro)
     tokens = torch.randint(31744, 32000, (micro, 7), device=DEVICE)
@@ -437,7 +442,7 @@ def profile_update(args: Args, config, ceilings) -> dict:
     gc.collect()
     reset_peak()
     return {"micro_batch": micro, "gradient_checkpointing": True, "vision": "reused",
-            "compiled_layers": args.profile_compile, "wall_s": wall, "floor_s": floor, "ours_over_floor": wall / floor,
+            "compiled_layers": args.profile_compile, "compiled_static": args.profile_compile_static, "wall_s": wall, "floor_s": floor, "ours_over_floor": wall / floor,
             "busy_s": busy, "busy_fraction": busy / wall, "busy_s_by_kind": by_kind,
             "top": [{"name": e.key[:120], "calls": e.count, "self_s": self_s[e.key],
                      "share_of_busy": self_s[e.key] / busy} for e in top]}
@@ -457,8 +462,8 @@ def measure_iteration(args: Args, config) -> dict:
     torch.cuda.empty_cache()
     cmd = [sys.executable, str(ROOT / "ppo_openvla.py"), "--vla-path", str(work / "openvla-7b-random"),
            "--num-envs", str(args.iteration_envs), "--num-steps", "80", "--num-minibatches", "20",
-           "--num-iterations", "1", "--eval-every", "0", "--gradient-checkpointing", "--env-backend", "cpu",
-           "--output-dir", str(work / "runs")]
+           "--num-iterations", "2" if args.iteration_compile else "1", "--eval-every", "0", "--gradient-checkpointing", "--env-backend", "cpu",
+           "--output-dir", str(work / "runs")] + (["--compile"] if args.iteration_compile else [])
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     total = time.perf_counter() - t
