@@ -962,6 +962,16 @@ class VecEnv:
     the built-in tasks the failure modes `grasped_once` (the cube was held at some step) and
     `wrong_receptacle_at_end` (it lies, released, on a receptacle the instruction did not name); stepping
     further raises until the next `reset`. `infos["success"]` is there every step.
+
+    Parts, to overlap env stepping with inference (CPU workers only): the envs are held as `parts` groups of
+    N / parts consecutive envs, each its own `AsyncVectorEnv`; `part_slices[p]` are part p's rows.
+    `step_async(actions, p)` sends part p's (N / parts, 7) actions and returns at once, and `step_wait(p)`
+    blocks until its workers have simulated and rendered that step -> part p's rows of what `step` returns
+    (at its episode's end, its rows of the episode's infos). The RL scripts sample one part's actions on the
+    GPU while the other part's workers step. Without `p` both act on all envs: `step` is `step_async` then
+    `step_wait` of every part, the same results whatever `parts`. Each part counts the steps of its own
+    episode; the episode's statistics are kept for all envs, each part writing its rows. The GPU simulator
+    steps all its envs in one call: `parts` is 1 there.
     """
 
     def __init__(
@@ -976,28 +986,39 @@ class VecEnv:
         env_reward: bool,
         start_method: str,
         reset_options: dict[str, Any] | None = None,
+        parts: int = 1,
     ):
+        if parts < 1 or num_envs % parts:
+            raise ValueError(f"parts must be >= 1 and divide num_envs ({num_envs}), got {parts}")
+        if backend == "gpu" and parts != 1:
+            raise ValueError("the GPU simulator steps all its envs in one call: parts must be 1 there "
+                             "(overlapping env steps with inference needs the CPU workers, backend='cpu')")
         self.num_envs, self.robot, self.backend = num_envs, robot, backend
         self.reset_options = reset_options or {}  # passed to every env's reset (RL4VLA's object split)
         self.device, self.max_episode_steps = torch.device(device), max_episode_steps
         self.env_reward = env_reward  # the task env's dense reward (`shaped`, `progress`), else the success indicator
         self.camera = "third_view" if robot == "panda" else "3rd_view_camera"
+        self.parts, part_size = parts, num_envs // parts
+        self.part_slices = [slice(p * part_size, (p + 1) * part_size) for p in range(parts)]  # part p's rows
         if backend == "gpu":
             from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
 
             env = gym.make(env_id, num_envs=num_envs, sim_backend="physx_cuda", **env_kwargs)
-            self._envs: Any = ManiSkillVectorEnv(env, auto_reset=False, ignore_terminations=True)
+            self._envs: list[Any] = [ManiSkillVectorEnv(env, auto_reset=False, ignore_terminations=True)]
         elif torch.cuda.is_available():
             # workers render on this process's GPU (each DDP rank on its own). AsyncVectorEnv also builds one
             # env here to read the spaces, and SAPIEN's renderer makes its GPU the current one: restore ours
             # (NCCL's object collectives and every `device="cuda"` tensor follow the current device)
             current = torch.cuda.current_device()
             gpu = self.device.index if self.device.type == "cuda" and self.device.index is not None else current
-            self._envs = self._workers(env_id, dict(env_kwargs, render_backend=f"cuda:{gpu}"), num_envs, start_method)
+            kwargs = dict(env_kwargs, render_backend=f"cuda:{gpu}")
+            self._envs = [self._workers(env_id, kwargs, part_size, start_method) for _ in range(parts)]
             torch.cuda.set_device(current)
         else:
-            self._envs = self._workers(env_id, dict(env_kwargs, render_backend="cpu"), num_envs, start_method)
-        self._t = -1  # -1: needs a reset
+            kwargs = dict(env_kwargs, render_backend="cpu")
+            self._envs = [self._workers(env_id, kwargs, part_size, start_method) for _ in range(parts)]
+        self._steps = [-1] * parts  # steps of each part's episode so far; -1: needs a reset
+        self._pending: list[Any] = [None] * parts  # each part's controls sent by step_async, not yet waited for
 
     def _workers(self, env_id: str, env_kwargs: dict[str, Any], num_envs: int, start_method: str) -> Any:
         env_fn = functools.partial(_make_worker_env, env_id, env_kwargs, self.camera)
@@ -1007,9 +1028,9 @@ class VecEnv:
         """Call a method of every env (of the task env on the GPU back-end, of the worker's wrapper
         stack on the CPU one) -> a list with one result per env."""
         if self.backend == "gpu":
-            return list(getattr(self._envs.unwrapped, name)(*args))
+            return list(getattr(self._envs[0].unwrapped, name)(*args))
         # a worker's env is a batch of one: unwrap its list results (instructions), keep arrays
-        return [r[0] if isinstance(r, list) else r for r in self._envs.call(name, *args)]
+        return [r[0] if isinstance(r, list) else r for envs in self._envs for r in envs.call(name, *args)]
 
     def _images(self, obs: Any) -> torch.Tensor:
         images = obs["sensor_data"][self.camera]["rgb"] if self.backend == "gpu" else torch.from_numpy(obs)
@@ -1019,42 +1040,81 @@ class VecEnv:
         """Reset all envs; env i starts from the state `seeds[i]` fixes (same seed, same state)."""
         if len(seeds) != self.num_envs:
             raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
-        obs, _ = self._envs.reset(seed=[int(s) for s in seeds], options=dict(self.reset_options))
+        if any(p is not None for p in self._pending):
+            raise RuntimeError("a step is under way: call step_wait() before reset")
+        seeds = [int(s) for s in seeds]
+        if self.backend == "gpu":
+            obs = [self._envs[0].reset(seed=seeds, options=dict(self.reset_options))[0]]
+        else:  # every part's workers reset at once
+            for envs, rows in zip(self._envs, self.part_slices, strict=True):
+                envs.reset_async(seed=seeds[rows], options=dict(self.reset_options))
+            obs = [envs.reset_wait()[0] for envs in self._envs]
         self.instructions: list[str] = self._call("get_language_instruction")
-        self._t = 0
+        self._steps = [0] * self.parts
         self._return = torch.zeros(self.num_envs, device=self.device)
         self._success_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         self._grasped_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return self._images(obs), self.instructions
+        return torch.cat([self._images(o) for o in obs]), self.instructions
 
     def step(
         self, actions: np.ndarray | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Apply (N, 7) OpenVLA-format actions (converted by `openvla_to_controller`)."""
-        if not 0 <= self._t < self.max_episode_steps:
-            raise RuntimeError("the episode is over (or never started): call reset(seeds) first")
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray | torch.Tensor, part: int | None = None) -> None:
+        """Send part `part`'s (N / parts, 7) OpenVLA-format actions (None: all envs' (N, 7)) and return at once:
+        its workers step while the caller goes on; `step_wait(part)` collects the results."""
+        parts = range(self.parts) if part is None else [part]
+        for p in parts:
+            if self._pending[p] is not None:
+                raise RuntimeError(f"part {p} has a step under way: call step_wait first")
+            if not 0 <= self._steps[p] < self.max_episode_steps:
+                raise RuntimeError("the episode is over (or never started): call reset(seeds) first")
         controls = openvla_to_controller(actions, self.robot)
+        if len(controls) != len(parts) * self.num_envs // self.parts:
+            raise ValueError(f"expected actions for {len(parts) * self.num_envs // self.parts} envs, got {len(controls)}")
+        for p, part_controls in zip(parts, np.split(controls, len(parts)), strict=True):
+            if self.backend == "gpu":  # one synchronous simulator: step_wait steps it
+                self._pending[p] = torch.from_numpy(part_controls).to(self._envs[p].unwrapped.device)
+            else:
+                self._envs[p].step_async(part_controls)
+                self._pending[p] = part_controls
+
+    def step_wait(self, part: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Wait for the step that `step_async` sent to part `part` (None: every part) -> (images, rewards,
+        dones, infos) of its rows, as `step` describes for all envs."""
+        if part is None:
+            results = [self.step_wait(p) for p in range(self.parts)]
+            images, rewards, dones = (torch.cat([r[i] for r in results]) for i in range(3))
+            return images, rewards, dones, {k: torch.cat([r[3][k] for r in results]) for k in results[0][3]}
+        controls, self._pending[part] = self._pending[part], None
+        if controls is None:
+            raise RuntimeError(f"part {part} has no step under way: call step_async first")
         if self.backend == "gpu":
-            controls = torch.from_numpy(controls).to(self._envs.unwrapped.device)
-        obs, env_rewards, _, _, info = self._envs.step(controls)
-        self._t += 1
+            obs, env_rewards, _, _, info = self._envs[part].step(controls)
+        else:
+            obs, env_rewards, _, _, info = self._envs[part].step_wait()
+        self._steps[part] += 1
+        rows = self.part_slices[part]
         success = torch.as_tensor(info["success"], device=self.device).bool()
         rewards = (torch.as_tensor(env_rewards, device=self.device) if self.env_reward else success).float()
-        self._return += rewards
-        self._success_once |= success
+        self._return[rows] += rewards
+        self._success_once[rows] |= success
         if "is_grasped" in info:  # the built-in tasks' failure modes (the evaluation reports them)
-            self._grasped_once |= torch.as_tensor(info["is_grasped"], device=self.device).bool()
-        done = self._t == self.max_episode_steps
+            self._grasped_once[rows] |= torch.as_tensor(info["is_grasped"], device=self.device).bool()
+        done = self._steps[part] == self.max_episode_steps
         infos: dict[str, torch.Tensor] = {"success": success}
         if done:
             infos.update(
-                success_once=self._success_once.clone(),
+                success_once=self._success_once[rows].clone(),
                 success_at_end=success.clone(),
-                episodic_return=self._return.clone(),
+                episodic_return=self._return[rows].clone(),
             )
             if "wrong_receptacle" in info:
                 infos.update(
-                    grasped_once=self._grasped_once.clone(),
+                    grasped_once=self._grasped_once[rows].clone(),
                     wrong_receptacle_at_end=torch.as_tensor(info["wrong_receptacle"], device=self.device).bool(),
                 )
         return self._images(obs), rewards, torch.full_like(success, done), infos
@@ -1069,7 +1129,8 @@ class VecEnv:
         )
 
     def close(self) -> None:
-        self._envs.close()
+        for envs in self._envs:
+            envs.close()
 
 
 def make_envs(
@@ -1081,12 +1142,14 @@ def make_envs(
     reward: Literal["sparse", "shaped", "progress"] = "sparse",
     max_episode_steps: int = 80,
     start_method: str = "spawn",
+    parts: int = 1,
     **env_kwargs: Any,
 ) -> VecEnv:
     """Build `num_envs` envs of a variant (see `VARIANTS`), of `OpenVLATabletop-v1`, of a SimplerEnv
     Bridge id or of an RL4VLA task (see `resolve`). `backend="auto"` takes GPU simulation if `gpu_physx_available()`, else CPU workers.
-    `env_kwargs` override the variant's task kwargs. Raises ValueError for unknown names and
-    `MissingAssetsError` for Bridge or RL4VLA tasks that are not installed."""
+    `env_kwargs` override the variant's task kwargs. `parts` > 1 holds the CPU workers as that many groups,
+    each stepped on its own (see `VecEnv`; ValueError on the GPU back-end). Raises ValueError for unknown
+    names and `MissingAssetsError` for Bridge or RL4VLA tasks that are not installed."""
     env_id, kwargs, robot = resolve(env_id_or_variant)
     if backend not in ("auto", "gpu", "cpu") or reward not in ("sparse", "shaped", "progress"):
         raise ValueError(
@@ -1112,5 +1175,5 @@ def make_envs(
         kwargs.update(obs_mode="rgb+segmentation")
     return VecEnv(
         env_id, kwargs, num_envs, robot, backend, device, max_episode_steps, reward != "sparse", start_method,
-        reset_options,
+        reset_options, parts,
     )

@@ -78,6 +78,8 @@ Launch:
 Resume: `--resume runs/<run>/checkpoints/iter_000010` (or the run directory: its newest checkpoint). Optimizer
 state and RNGs come from the checkpoint, the learning rates from the flags: repeat the run's for an exact resume.
 Watch: `tensorboard --logdir runs`.
+Speed: with CPU worker envs, `--env-parts 2` steps a rank's envs in two halves: one half's workers simulate and
+render while the GPU samples the other half's actions.
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ class Args:
     """a built-in variant (train, red_cube, ...), OpenVLATabletop-v1, or a SimplerEnv Bridge id"""
     env_backend: Literal["auto", "gpu", "cpu"] = "auto"
     """ManiSkill GPU simulation, CPU physics in worker processes, or auto (GPU sim if GPU PhysX is installed)"""
+    env_parts: int = 1
+    """a rank's CPU worker envs step as this many groups in turn, one group's workers simulating while the GPU
+    samples another's actions (see the rollout; 2 overlaps env stepping with inference, not yet timed on a GPU);
+    must divide num_envs / ranks; CPU worker envs only"""
     num_envs: int = 24
     """parallel environments, global (each of the world_size ranks runs num_envs / world_size)"""
     num_steps: int = 80
@@ -532,6 +538,9 @@ def main(args: Args) -> None:
     if args.num_envs % world_size:
         raise ovp.OpenVLAError(f"--num-envs {args.num_envs} must be divisible by the number of ranks ({world_size})")
     local_num_envs = args.num_envs // world_size
+    if args.env_parts < 1 or local_num_envs % args.env_parts:
+        raise ovp.OpenVLAError(f"--env-parts {args.env_parts} must be >= 1 and divide the envs per rank "
+                               f"({local_num_envs})")
     local_batch_size = args.num_steps * local_num_envs  # samples per rank per iteration (before masking)
     if not 1 <= args.num_minibatches <= local_batch_size:
         raise ovp.OpenVLAError(f"--num-minibatches must be in 1..{local_batch_size} (num_steps x num_envs / ranks)")
@@ -630,8 +639,13 @@ def main(args: Args) -> None:
         start_iteration, global_step = info["iteration"] + 1, info["global_step"]
 
     # --- envs -----------------------------------------------------------------------------------------
+    # --env-parts splits the CPU workers only: the GPU simulator steps all its envs in one call
+    gpu_sim = args.env_backend == "gpu" or (args.env_backend == "auto" and openvla_envs.gpu_physx_available())
+    if gpu_sim and args.env_parts > 1:
+        raise ovp.OpenVLAError("--env-parts > 1 needs CPU worker envs (--env-backend cpu): the GPU simulator "
+                               "steps all its envs at once")
     envs = openvla_envs.make_envs(args.env_id, local_num_envs, device=device, backend=args.env_backend,
-                                  reward=args.reward, max_episode_steps=args.num_steps)
+                                  reward=args.reward, max_episode_steps=args.num_steps, parts=args.env_parts)
     eval_envs = {args.env_id: envs}
     for variant in args.eval_variants:
         if variant != args.env_id:
@@ -689,28 +703,42 @@ def main(args: Args) -> None:
         env_seeds = np_rng.integers(*openvla_envs.ROLLOUT_SEEDS, size=N).tolist()
         next_obs, instructions = envs.reset(env_seeds)
         input_ids, attention_mask = processor.tokenize(instructions, device=device)  # (N, L): fixed per episode
-        env_time = 0.0
+        # Overlap: the envs step in `envs.parts` groups of rows (--env-parts; 1 by default). While one part's
+        # CPU workers simulate and render its actions, the GPU samples the next part's, so env stepping hides
+        # behind inference (the decode's CUDA graph is captured once for the part's batch size). Part p's step
+        # t is sent with `step_async` and collected by `step_wait` just before its step t + 1 is sampled (the
+        # last one after the loop): its reward and success land in row t then. The gradient does not change:
+        # only the order of the sampling draws differs from one batch of all envs (--env-parts 1).
+        env_time = 0.0  # time blocked waiting for the envs: what the overlap did not hide
         interrupted = False
         for step in range(T):
             global_step += args.num_envs
-            obs[step] = next_obs
-            with torch.no_grad():
-                sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs, dtype),
-                                                temperature=args.temperature, decode=decode, return_patch_embeddings=reuse)
-            actions[step] = sample.tokens  # (N, 7) token ids, not decoded actions: exactly what was sampled
-            if reuse:
-                patches[step] = sample.patch_embeddings  # (N, 256, H)
-            logprobs[step] = sample.logprobs.sum(-1)  # (N,) composite action log-prob (deviation 1)
-            values[step] = sample.values
-            env_actions = ovp.tokens_to_actions(sample.tokens, model.config, stats)  # (N, 7) un-normalised
-            env_start = time.time()
-            next_obs, reward, done, infos = envs.step(env_actions)
-            env_time += time.time() - env_start
-            rewards[step] = reward
-            successes[step] = infos["success"]
+            for p, rows in enumerate(envs.part_slices):
+                if step > 0:  # part p's previous step, simulated while the other parts were sampled
+                    env_start = time.time()
+                    next_obs[rows], rewards[step - 1, rows], _, infos = envs.step_wait(p)
+                    env_time += time.time() - env_start
+                    successes[step - 1, rows] = infos["success"]
+                obs[step, rows] = next_obs[rows]
+                with torch.no_grad():
+                    sample = model.generate_actions(input_ids[rows], attention_mask[rows],
+                                                    processor.process_images(next_obs[rows], dtype),
+                                                    temperature=args.temperature, decode=decode,
+                                                    return_patch_embeddings=reuse)
+                actions[step, rows] = sample.tokens  # (N / parts, 7) token ids, not decoded: exactly what was sampled
+                if reuse:
+                    patches[step, rows] = sample.patch_embeddings  # (N / parts, 256, H)
+                logprobs[step, rows] = sample.logprobs.sum(-1)  # composite action log-prob (deviation 1)
+                values[step, rows] = sample.values
+                envs.step_async(ovp.tokens_to_actions(sample.tokens, model.config, stats), p)
             if stop_requested():
                 interrupted = True
                 break
+        env_start = time.time()
+        next_obs, reward, _, infos = envs.step_wait()  # every part's last step (interrupted: the one under way)
+        env_time += time.time() - env_start
+        rewards[step] = reward
+        successes[step] = infos["success"]
         if interrupted:  # the rollout is dropped; resume redoes this iteration exactly
             global_step -= (step + 1) * args.num_envs
             checkpoint(iteration - 1, iteration_rng)

@@ -156,6 +156,62 @@ def test_expert_episode_through_workers(train_envs):
     assert torch.equal(first, again)  # reruns with the same seeds reproduce
 
 
+def test_parts_step_asynchronously_with_the_results_of_one_batch():
+    """Two parts of one env each, stepped as the RL scripts do (part p's step t collected just before its step
+    t + 1 is sent): exactly the images, rewards, dones and infos (at the episode's end too) of one batch of
+    workers under the same actions; `step` on all envs of the parts is unchanged too. Both start fresh: a
+    worker's CPU physics is not a function of the reset seed alone (after 20 steps of another episode, workers
+    diverged from fresh ones at step 5 of an expert episode), so the session's `train_envs` cannot serve."""
+    envs = oe.make_envs("train", 2, backend="cpu", max_episode_steps=60)
+    halves = oe.make_envs("train", 2, backend="cpu", max_episode_steps=60, parts=2)
+    try:
+        assert halves.parts == 2 and halves.part_slices == [slice(0, 1), slice(1, 2)]
+        images, instructions = envs.reset([0, 1])
+        halves_images, halves_instructions = halves.reset([0, 1])
+        assert torch.equal(images, halves_images) and instructions == halves_instructions
+        assert torch.equal(envs.expert_actions(), halves.expert_actions())
+        actions, batch = [], []  # one batch: the expert's episode
+        for _ in range(envs.max_episode_steps):
+            actions.append(envs.expert_actions())
+            batch.append(envs.step(actions[-1]))
+        assert batch[-1][3]["success_once"].all() and batch[-1][3]["grasped_once"].all()  # the infos at done
+        by_part = [[], []]  # the same actions, through the parts
+        for t in range(len(actions) + 1):
+            for p, rows in enumerate(halves.part_slices):
+                if t > 0:
+                    by_part[p].append(halves.step_wait(p))
+                if t < len(actions):
+                    halves.step_async(actions[t][rows], p)
+        for t, (images, rewards, dones, infos) in enumerate(batch):
+            for p, rows in enumerate(halves.part_slices):
+                part_images, part_rewards, part_dones, part_infos = by_part[p][t]
+                assert torch.equal(images[rows], part_images) and torch.equal(rewards[rows], part_rewards)
+                assert torch.equal(dones[rows], part_dones) and infos.keys() == part_infos.keys()
+                assert all(torch.equal(infos[k][rows], part_infos[k]) for k in infos), (t, p)
+        with pytest.raises(RuntimeError, match="reset"):
+            halves.step_async(actions[0][:1], 0)
+        with pytest.raises(RuntimeError, match="no step under way"):
+            halves.step_wait(1)
+        envs.reset([2, 3])
+        halves.reset([2, 3])
+        for t in range(2):  # step(), all envs at once
+            for a, b in zip(envs.step(actions[t]), halves.step(actions[t]), strict=True):
+                assert all(torch.equal(a[k], b[k]) for k in a) if isinstance(a, dict) else torch.equal(a, b)
+        halves.step_async(actions[2][:1], 0)
+        with pytest.raises(RuntimeError, match="under way"):
+            halves.step_async(actions[2])
+        with pytest.raises(RuntimeError, match="under way"):
+            halves.reset([2, 3])
+        halves.step_wait(0)
+    finally:
+        envs.close()
+        halves.close()
+    with pytest.raises(ValueError, match="divide num_envs"):
+        oe.make_envs("train", 3, backend="cpu", parts=2)
+    with pytest.raises(ValueError, match="parts must be 1 there"):
+        oe.VecEnv(oe.TABLETOP_ENV_ID, {}, 2, "panda", "gpu", "cpu", 80, False, "spawn", parts=2)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Variants, on single in-process envs
 # ----------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from script_harness import (
     batch_logprobs,
     fixed_update_batch,
     run_in_process,
+    run_to_dir,
     scalars,
     smoke_and_torchrun_fixtures,
     write_demos,
@@ -65,6 +66,8 @@ def test_smoke_logs_and_checkpoints(smoke_run, resume_run):
     (["--ptx-coef", "1"], "--ptx-coef > 0 needs --ptx-demos"),
     (["--ptx-coef", "1", "--ptx-demos", "/nonexistent/demos.npz"], "no such file"),
     (["--pg-coef", "0"], "leaves nothing to train the policy"),
+    (["--env-parts", "0"], "--env-parts 0 must be >= 1"),
+    (["--env-parts", "3"], "--env-parts 3 must be >= 1 and divide the envs per rank (2)"),
     (["--env-backend", "gpu"], "--env-backend gpu needs a CUDA GPU") if not torch.cuda.is_available() else
     (["--env-id", "nope"], "unknown env or variant 'nope'"),
 ])
@@ -218,6 +221,15 @@ def test_value_loss_touches_only_the_head_when_detached(tiny_dir, value_head_gra
 
 
 # --- the background runs (started by the fixtures above, running during the in-process tests), waited for last ---
+
+
+def test_overlapped_rollout_is_on_policy(tmp_path):
+    """--env-parts 2: the two halves' envs step while the other half is sampled (tests/test_envs.py checks the
+    envs' results); the rollout's buffers must still be what the learner re-evaluates: first ratio 1."""
+    run = run_to_dir(SCRIPT, [*SMOKE, "--env-parts", "2", "--num-iterations", "1", "--eval-every", "0"], tmp_path)
+    logged = scalars(run)
+    assert logged["losses/first_ratio"] and all(abs(r - 1) < 1e-4 for r in logged["losses/first_ratio"])
+    assert logged["charts/success_once"], "the rollout logged no episode statistics"
 
 
 def test_exact_resume(smoke_run, resume_run):
