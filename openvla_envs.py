@@ -998,8 +998,8 @@ class VecEnv:
         self.device, self.max_episode_steps = torch.device(device), max_episode_steps
         self.env_reward = env_reward  # the task env's dense reward (`shaped`, `progress`), else the success indicator
         self.camera = "third_view" if robot == "panda" else "3rd_view_camera"
-        self.parts, part_size = parts, num_envs // parts
-        self.part_slices = [slice(p * part_size, (p + 1) * part_size) for p in range(parts)]  # part p's rows
+        self.parts, size = parts, num_envs // parts
+        self.part_slices = [slice(p * size, (p + 1) * size) for p in range(parts)]  # part p's rows
         if backend == "gpu":
             from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
 
@@ -1011,18 +1011,18 @@ class VecEnv:
             # (NCCL's object collectives and every `device="cuda"` tensor follow the current device)
             current = torch.cuda.current_device()
             gpu = self.device.index if self.device.type == "cuda" and self.device.index is not None else current
-            kwargs = dict(env_kwargs, render_backend=f"cuda:{gpu}")
-            self._envs = [self._workers(env_id, kwargs, part_size, start_method) for _ in range(parts)]
+            self._envs = self._workers(env_id, dict(env_kwargs, render_backend=f"cuda:{gpu}"), start_method)
             torch.cuda.set_device(current)
         else:
-            kwargs = dict(env_kwargs, render_backend="cpu")
-            self._envs = [self._workers(env_id, kwargs, part_size, start_method) for _ in range(parts)]
+            self._envs = self._workers(env_id, dict(env_kwargs, render_backend="cpu"), start_method)
         self._steps = [-1] * parts  # steps of each part's episode so far; -1: needs a reset
         self._pending: list[Any] = [None] * parts  # each part's controls sent by step_async, not yet waited for
 
-    def _workers(self, env_id: str, env_kwargs: dict[str, Any], num_envs: int, start_method: str) -> Any:
+    def _workers(self, env_id: str, env_kwargs: dict[str, Any], start_method: str) -> list[Any]:
+        """One `AsyncVectorEnv` of worker processes per part."""
         env_fn = functools.partial(_make_worker_env, env_id, env_kwargs, self.camera)
-        return gym.vector.AsyncVectorEnv([env_fn] * num_envs, context=start_method)
+        size = self.num_envs // self.parts
+        return [gym.vector.AsyncVectorEnv([env_fn] * size, context=start_method) for _ in range(self.parts)]
 
     def _call(self, name: str, *args: Any) -> list:
         """Call a method of every env (of the task env on the GPU back-end, of the worker's wrapper
