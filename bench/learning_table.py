@@ -22,7 +22,6 @@ import tyro
 from scipy.stats import fisher_exact
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval_generalization import wilson_interval  # noqa: E402
 
 ALGORITHMS = ("ppo", "grpo", "reinforce")
 
@@ -46,20 +45,50 @@ def label_of(path: str, all_paths: list[str]) -> str:
     return p.name
 
 
-def main(args: Args) -> None:
-    if bad := [x for x in args.labels if "=" not in x]:
+def parse_labels(pairs: list[str]) -> dict[Path, str]:
+    """--labels PATH=LABEL ... -> {checkpoint path: label}; exits with one line on a pair without `=`."""
+    if bad := [x for x in pairs if "=" not in x]:
         sys.exit(f"error: --labels takes PATH=LABEL, got {bad[0]!r}")
-    chosen = {Path(path.rstrip("/")): label for path, label in (x.rsplit("=", 1) for x in args.labels)}
+    return {Path(path.rstrip("/")): label for path, label in (x.rsplit("=", 1) for x in pairs)}
+
+
+def checkpoint_labels(paths: list[str], chosen: dict[Path, str]) -> dict[str, str]:
+    """One evaluation's checkpoint names -> labels: `prior` for the first, label_of for the others, and the
+    labels given with --labels (parse_labels) over both."""
+    labels = {paths[0]: "prior", **{p: label_of(p, paths[1:]) for p in paths[1:]}}
+    labels.update({p: chosen[Path(p.rstrip("/"))] for p in paths if Path(p.rstrip("/")) in chosen})
+    return labels
+
+
+def sampled_suffix(settings: dict) -> str:
+    """`@T<T>` for an evaluation with sampled actions (eval_generalization.py --temperature T > 0), else ``."""
+    temperature = settings.get("temperature", 0.0)
+    return f"@T{temperature:g}" if temperature else ""
+
+
+def read_results(directory: str) -> dict:
+    """An eval_generalization.py output directory -> its results.json; exits with one line where there is none."""
+    file = Path(directory) / "results.json"
+    if not file.is_file():
+        sys.exit(f"error: no {file}: pass eval_generalization.py output directories (its report writes results.json; "
+                 f"an interrupted evaluation writes it when rerun with the same --output-dir)")
+    return json.loads(file.read_text())
+
+
+def main(args: Args) -> None:
+    # imported here: eval_generalization loads torch and the envs, which the helpers above (imported by
+    # bench/failure_modes.py) do not need
+    from eval_generalization import wilson_interval
+
+    chosen = parse_labels(args.labels)
     counts: dict[str, dict[str, list[int]]] = {}
     checkpoints, settings = {}, []
     for directory in args.evals:
-        results = json.loads((Path(directory) / "results.json").read_text())
+        results = read_results(directory)
         paths = [c["name"] for c in results["checkpoints"]]
-        labels = {paths[0]: "prior", **{p: label_of(p, paths[1:]) for p in paths[1:]}}
-        labels.update({p: chosen[Path(p.rstrip("/"))] for p in paths if Path(p.rstrip("/")) in chosen})
-        temperature = results["settings"].get("temperature", 0.0)
-        if temperature:  # sampled actions: another quantity than the greedy cells, kept apart (see the docstring)
-            labels = {p: f"{label}@T{temperature:g}" for p, label in labels.items()}
+        labels = checkpoint_labels(paths, chosen)
+        # sampled actions: another quantity than the greedy cells, kept apart (see the docstring)
+        labels = {p: label + sampled_suffix(results["settings"]) for p, label in labels.items()}
         checkpoints.update({labels[p]: p for p in paths})
         settings.append({"dir": directory, **results["settings"]})
         for row in results["results"]:

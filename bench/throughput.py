@@ -22,7 +22,11 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   attention, the rest), and the costliest kernels (on the CPU: operators).
 * `iteration`: writes a random 7B checkpoint, runs `ppo_openvla.py` for one iteration of the blog's size
   (24 envs x 80 steps, 20 minibatches, built-in task on CPU worker envs) and reads its rollout / env /
-  update times back from tensorboard.
+  update times back from tensorboard (`--iteration-compile`, `--iteration-env-parts`).
+* `tiny_ppo`: the same script on a tiny random checkpoint (`make_tiny_openvla`, the learning experiment's
+  sizes): `--tiny-ppo-iterations` iterations for each number of envs (`--tiny-ppo-envs`) and each `--env-parts`
+  (`--tiny-ppo-env-parts`, the rollout's overlap of env stepping with inference), the last iteration's SPS and
+  rollout / env-wait / update times.
 
 Floors: FLOPs and bytes are counted from the model's shapes (linear layers 2 FLOP per weight per token,
 attention 4 T^2 d per layer, causal halved); a step's floor is max(FLOPs / matmul rate, bytes / bandwidth)
@@ -35,6 +39,7 @@ checkpointing. The JSON is rewritten after every row, so a run cut short keeps w
         --hf-loop-max-batch 0 --repeats 3 --micro-batches 16 32     # issue 13's numbers (~5 min, H100)
     python bench/throughput.py --out bench/results/throughput.json   # all sections (~12 min, H100)
     python bench/throughput.py --sections profile --out bench/results/update_profile.json
+    python bench/throughput.py --sections tiny_ppo --out bench/results/tiny_ppo.json  # env overlap (~3 min)
     python bench/throughput.py --tiny --batch-sizes 2 --micro-batches 2 --repeats 1 --sections rollout update \
         --out /tmp/throughput_tiny.json                                # smoke test, any machine (CPU: ~1 min)
 """
@@ -65,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Args:
     sections: list[str] = field(default_factory=lambda: ["rollout", "update", "iteration"])
-    """which measurements to run besides the ceilings: rollout update profile iteration"""
+    """which measurements to run besides the ceilings: rollout update profile iteration tiny_ppo"""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 24, 96])
     """rollout batch sizes (envs per step)"""
     quant: list[str] = field(default_factory=lambda: ["bf16", "4bit"])
@@ -92,6 +97,15 @@ class Args:
     two iterations and reports the second, whose update does not compile"""
     iteration_envs: int = 24
     """envs of the full-iteration section (the blog's 24)"""
+    iteration_env_parts: int = 1
+    """the `iteration` section's --env-parts (2: one half of the envs steps while the other half's actions are
+    sampled)"""
+    tiny_ppo_envs: list[int] = field(default_factory=lambda: [16, 24])
+    """the `tiny_ppo` section's numbers of envs"""
+    tiny_ppo_env_parts: list[int] = field(default_factory=lambda: [1, 2])
+    """the `tiny_ppo` section's --env-parts values, each run with every number of envs"""
+    tiny_ppo_iterations: int = 3
+    """iterations per `tiny_ppo` run; the last one is reported (the first captures CUDA graphs)"""
     tiny: bool = False
     """the tiny model's sizes instead of 7B, on the CPU without a GPU (a smoke test of this script)"""
     out: str = "bench/results/throughput.json"
@@ -448,10 +462,29 @@ def profile_update(args: Args, config, ceilings) -> dict:
                      "share_of_busy": self_s[e.key] / busy} for e in top]}
 
 
-def measure_iteration(args: Args, config) -> dict:
-    """One PPO iteration at the blog's size, through the real script, on a random 7B checkpoint."""
+def run_ppo(vla_path: Path, flags: list[str], work: Path) -> dict:
+    """`ppo_openvla.py --vla-path vla_path *flags` in a subprocess (CPU worker envs, no evaluation) -> its wall
+    time and the last iteration's SPS, rollout / env-wait / update seconds and first ratio, from tensorboard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    out = work / f"runs{len(list(work.glob('runs*')))}"
+    cmd = [sys.executable, str(ROOT / "ppo_openvla.py"), "--vla-path", str(vla_path), *flags, "--eval-every", "0",
+           "--env-backend", "cpu", "--output-dir", str(out)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    total = time.perf_counter() - t
+    if proc.returncode != 0:
+        return {"command": " ".join(cmd[1:]), "error": proc.stderr[-2000:]}
+    (run_dir,) = out.iterdir()
+    acc = EventAccumulator(str(run_dir)).Reload()
+    scalars = {k: acc.Scalars(k)[-1].value for k in acc.Tags()["scalars"]}
+    return {"command": " ".join(cmd[1:]), "script_wall_s": total,
+            **{k: scalars[k] for k in ("time/rollout_s", "time/env_s", "time/update_s", "charts/SPS",
+                                        "losses/first_ratio")}}
+
+
+def measure_iteration(args: Args, config) -> dict:
+    """One PPO iteration at the blog's size, through the real script, on a random 7B checkpoint."""
     work = Path(tempfile.mkdtemp(prefix="openvla7b-"))
     model = ovp.random_openvla(config, "cuda", torch.bfloat16)
     model.config.norm_stats = {ovp.BUILTIN_NORM_KEY: ovp.BUILTIN_NORM_STATS}
@@ -460,21 +493,25 @@ def measure_iteration(args: Args, config) -> dict:
     write_s = time.perf_counter() - t
     del model
     torch.cuda.empty_cache()
-    cmd = [sys.executable, str(ROOT / "ppo_openvla.py"), "--vla-path", str(work / "openvla-7b-random"),
-           "--num-envs", str(args.iteration_envs), "--num-steps", "80", "--num-minibatches", "20",
-           "--num-iterations", "2" if args.iteration_compile else "1", "--eval-every", "0", "--gradient-checkpointing", "--env-backend", "cpu",
-           "--output-dir", str(work / "runs")] + (["--compile"] if args.iteration_compile else [])
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    total = time.perf_counter() - t
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-2000:]}
-    (run_dir,) = (work / "runs").iterdir()
-    acc = EventAccumulator(str(run_dir)).Reload()
-    scalars = {k: acc.Scalars(k)[-1].value for k in acc.Tags()["scalars"]}
-    return {"command": " ".join(cmd[1:]), "write_checkpoint_s": write_s, "script_wall_s": total,
-            **{k: scalars[k] for k in ("time/rollout_s", "time/env_s", "time/update_s", "charts/SPS",
-                                        "losses/first_ratio")}}
+    flags = ["--num-envs", str(args.iteration_envs), "--num-steps", "80", "--num-minibatches", "20",
+             "--num-iterations", "2" if args.iteration_compile else "1", "--gradient-checkpointing",
+             "--env-parts", str(args.iteration_env_parts)] + (["--compile"] if args.iteration_compile else [])
+    return {"write_checkpoint_s": write_s, **run_ppo(work / "openvla-7b-random", flags, work)}
+
+
+def measure_tiny_ppo(args: Args) -> list[dict]:
+    """PPO on a tiny random checkpoint (the learning experiment's sizes, 16 minibatches as there), per number of
+    envs and --env-parts: what the rollout's env overlap gains where inference is cheap."""
+    work = Path(tempfile.mkdtemp(prefix="openvla-tiny-"))
+    ovp.make_tiny_openvla(work / "tiny", seed=0)
+    rows = []
+    for envs in args.tiny_ppo_envs:
+        for parts in args.tiny_ppo_env_parts:
+            flags = ["--num-envs", str(envs), "--num-steps", "80", "--num-minibatches", "16", "--num-iterations",
+                     str(args.tiny_ppo_iterations), "--save-every", "1000", "--env-parts", str(parts)]
+            rows.append({"envs": envs, "env_parts": parts, **run_ppo(work / "tiny", flags, work)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def main(args: Args) -> None:
@@ -511,6 +548,8 @@ def main(args: Args) -> None:
     if "iteration" in args.sections:
         save("iteration")(measure_iteration(args, config))
         print(json.dumps(result["iteration"]), flush=True)
+    if "tiny_ppo" in args.sections:
+        save("tiny_ppo")(measure_tiny_ppo(args))
 
 
 if __name__ == "__main__":

@@ -29,23 +29,33 @@ pack_run() {  # algo tag: pack the newest run of that tag and print its last che
     | tar -cJf "/tmp/out/run_$2_ckpts.tar.xz" -T -)
   echo "$last"
 }
-arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU (24 envs, LoRA lr $ARM_LR, $ARM_ITERS iterations
-  # (400) or the driver's SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes: `train` greedy and sampled
-  # (T = 1), the siblings greedy -> /tmp/out/eval_<tag>.tar.xz
-  local gpu=$1 algo=$2 tag=$3 extra=${4:-}
+arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU ($ARM_ENVS envs (24), LoRA lr $ARM_LR, $ARM_ITERS
+  # iterations (400) or the driver's SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes
+  # per cell, the cells in $ARM_EVALS (default all three): key (`train` greedy), t1 (`train` sampled, T = 1), sib (the
+  # siblings greedy), plate (`unseen_target` alone, greedy) -> /tmp/out/eval_<tag>.tar.xz
+  local gpu=$1 algo=$2 tag=$3 extra=${4:-} cells=${ARM_EVALS:-key t1 sib}
   export CUDA_VISIBLE_DEVICES=$gpu
-  TAG=$tag ENVS=24 LR=${ARM_LR:-1e-4} ITERS=${ARM_ITERS:-400} SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
+  TAG=$tag ENVS=${ARM_ENVS:-24} LR=${ARM_LR:-1e-4} ITERS=${ARM_ITERS:-400} SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
     bash bench/learning.sh "$algo" > "/tmp/out/${algo}_$tag.log" 2>&1; log "$algo $tag rc=$?"
   local last; last=$(pack_run "$algo" "$tag")
-  evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 &
-  EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 &
-  evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 &
+  local dirs=() c
+  for c in $cells; do
+    case $c in
+      key) evalv "eval_key_$tag" "$EP" train -- "$last" > "/tmp/out/eval_key_$tag.log" 2>&1 & ;;
+      t1) EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 & ;;
+      sib) evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 & ;;
+      plate) evalv "eval_plate_$tag" "$EP" unseen_target -- "$last" > "/tmp/out/eval_plate_$tag.log" 2>&1 & ;;
+      *) log "unknown evaluation cell $c"; continue ;;
+    esac
+    dirs+=("eval_${c}_$tag")
+  done
   wait; log "evals $tag done"
-  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "eval_key_$tag" "eval_t1_$tag" "eval_sib_$tag"
+  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "${dirs[@]}"
 }
-ptx_demos() {  # PPO-ptx's demonstrations -> $LEARN_DIR/ptx_demos.npz: $DEMOS_PTX (64) per SFT variant on
-  # $DEMO_ENVS (32) workers, seeds from 1,000,000 and expert noise 0.1, as the prior's SFT data (bench/learning.sh prior)
-  python3 sft_openvla.py --demos-only --variants train red_cube unseen_target --demos-per-task "${DEMOS_PTX:-64}" \
+ptx_demos() {  # PPO-ptx's demonstrations -> $LEARN_DIR/ptx_demos.npz: $DEMOS_PTX (64) per SFT variant ($PTX_VARIANTS,
+  # default all three) on $DEMO_ENVS (32) workers, seeds from 1,000,000 and expert noise 0.1, as the prior's SFT data
+  # (bench/learning.sh prior)
+  python3 sft_openvla.py --demos-only --variants ${PTX_VARIANTS:-train red_cube unseen_target} --demos-per-task "${DEMOS_PTX:-64}" \
     --demo-seed 1000000 --expert-noise 0.1 --num-envs "${DEMO_ENVS:-32}" --demos-path "$LEARN_DIR/ptx_demos.npz" \
     > /tmp/out/demos.log 2>&1
   log "demos rc=$? $(grep -a '\[demos\] [0-9]* demos' /tmp/out/demos.log)"

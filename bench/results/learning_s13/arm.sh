@@ -26,7 +26,8 @@
 # `train` flat, the plate up 0.24 -> 0.36. Its controls, side by side on an nvidia-h200-x2 (one arm per GPU):
 #   ARM="towers bcplate": towers (RL alone: was the plate term what held `train`?) and bcplate, the plate term
 #   without RL (--pg-coef 0: is the plate's gain the demonstrations' own?).
-# ARM may list several arms: the i-th runs on GPU i, all at once, and demo_likelihood compares them all.
+# ARM may list several arms: the i-th runs on GPU i (modulo the GPUs there are), all at once, and demo_likelihood
+# compares them all. Session 15 ran ARM="towers bcplate" on one nvidia-h200 (both arms on its one GPU).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -48,7 +49,14 @@ flags() {  # arm -> its PPO flags
 }
 for a in $ARM; do flags "$a" > /dev/null || { log "unknown arm $a"; exit 2; }; done
 ptx_demos  # -> $LEARN_DIR/ptx_demos.npz
-gpu=0; for a in $ARM; do arm "$gpu" ppo "$a" "$(flags "$a")" & gpu=$((gpu + 1)); done
+# the i-th arm on GPU i modulo the GPUs there are. bcplate's rollouts do not enter its policy's loss (--pg-coef 0,
+# no entropy bonus, no KL stop: each of its 16 minibatches per iteration is one ptx step, as in ptxplate), so it
+# runs 4 envs instead of 24, which leaves the CPU to the other arm, and is tested on `train` and the plate only
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$ngpu" -ge 1 ] || ngpu=1
+i=0; for a in $ARM; do
+  if [ "$a" = bcplate ]; then envs=4 cells="key plate"; else envs=24 cells="key t1 sib"; fi
+  ARM_ENVS=$envs ARM_EVALS=$cells arm $((i % ngpu)) ppo "$a" "$(flags "$a")" & i=$((i + 1))
+done
 stop_and_wait
 # how far each arm moved from the demonstrations, per variant, and the instruction's pull
 runs=(); for a in $ARM; do runs+=("$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$a"__*/ | tail -1)"); done
