@@ -1,6 +1,6 @@
 """bench/plot_curves.py: reads the success scalars the RL scripts log and writes the curves it plotted;
-bench/learning_table.py: eval results -> counts, Fisher p against the prior; bench/demo_likelihood.py: the policy's NLL
-of demonstrations per variant."""
+bench/learning_table.py: eval results -> counts, Fisher p against the prior; bench/failure_modes.py: eval results ->
+failure-mode counts; bench/demo_likelihood.py: the policy's NLL of demonstrations per variant."""
 
 import json
 import subprocess
@@ -102,6 +102,85 @@ def test_learning_table_counts_and_fisher_p(tmp_path):
                                           "prior@T1": [55, 200], "ppo_it120@T1": [50, 200]}
     assert table["p_vs_prior"]["train"]["ppo_it120@T1"] > 0.5  # 55 vs 50 of 200, not 70 vs 50
     assert "prior@T1" not in table["p_vs_prior"]["train"]
+
+
+def _eval_with_episodes(directory: Path, cells: dict, temperature: float = 0.0) -> Path:
+    """An eval_generalization.py output directory as it writes one: `runs/<slug>/<variant>.json` per (checkpoint,
+    variant), with the per-episode records, and results.json. cells = {(checkpoint, variant): [(success_once,
+    grasped_once, wrong_receptacle_at_end) of each episode]}."""
+    names = list(dict.fromkeys(c for c, _ in cells))
+    decoding = f"sampled (T={temperature:g})" if temperature else "greedy"
+    settings = {"episodes": len(next(iter(cells.values()))), "seed": 10**7, "temperature": temperature,
+                "decoding": decoding, "max_episode_steps": 80}
+    checkpoints = [{"name": c, "path": c, "slug": f"{Path(c).name}-{i:06x}", "kind": "base",
+                    "unnorm_key": "sft_tabletop", "base": None} for i, c in enumerate(names)]
+    rows = []
+    for (name, variant), episodes in cells.items():
+        once, grasped, wrong = ([bool(e[k]) for e in episodes] for k in range(3))
+        ckpt, n = checkpoints[names.index(name)], len(episodes)
+        file = directory / "runs" / ckpt["slug"] / f"{variant}.json"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({"settings": settings, "checkpoint": ckpt, "variant": variant,
+                                    "success_once_per_episode": once, "success_at_end_per_episode": once,
+                                    "episodic_return": 0.0, "grasped_once_per_episode": grasped,
+                                    "wrong_receptacle_at_end_per_episode": wrong}))
+        rows.append({"checkpoint": name, "variant": variant, "category": "train", "n": n,
+                     "success_once": sum(once) / n, "success_at_end": sum(once) / n, "success_once_ci": [0.0, 1.0],
+                     "success_at_end_ci": [0.0, 1.0], "episodic_return": 0.0, "grasped_once": sum(grasped) / n,
+                     "wrong_receptacle_at_end": sum(wrong) / n, "diff_success_once": None})
+    (directory / "results.json").write_text(json.dumps({
+        "settings": {**settings, "variants": list(dict.fromkeys(v for _, v in cells))},
+        "checkpoints": checkpoints, "results": rows}, indent=2))
+    return directory
+
+
+def test_failure_modes_counts_cells_and_labels(tmp_path, capsys):
+    """bench/failure_modes.py on two evaluations (greedy: prior and PPO; sampled at T=1: the PPO checkpoint alone,
+    as an arm evaluated in its own directory). The per-episode records are synthetic: this tests the counting."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from failure_modes import Args, main
+
+    prior, ppo = "runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/checkpoints/iter_000120"
+    solved, held, wrong, never, pushed = (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 0), (0, 0, 1)
+    greedy = _eval_with_episodes(tmp_path / "eval_key", {
+        (prior, "train"): [solved] * 3 + [held] * 2 + [wrong] + [never] * 2,
+        (ppo, "train"): [solved] * 5 + [held] + [pushed] + [never],  # pushed: on the wrong receptacle, never held
+        (prior, "red_cube"): [never] * 8})
+    sampled = _eval_with_episodes(tmp_path / "eval_t1_ppo", {(ppo, "train"): [solved] * 2 + [held] * 4 + [never] * 2},
+                                  temperature=1.0)
+    out = tmp_path / "failure_modes.json"
+    main(Args(evals=[str(greedy), str(sampled)], out=str(out), labels=[f"{ppo}=ppo_it120"], markdown=True))
+    cells = json.loads(out.read_text())["cells"]
+    keys = ("episodes", "success_once", "never_held", "held_not_placed", "wrong_receptacle_at_end")
+
+    def row(*values: int) -> dict:
+        return dict(zip(keys, values, strict=True))
+
+    assert cells == {
+        "train": {"prior": row(8, 3, 2, 2, 1),
+                  # held_not_placed = grasped 6 - success 5 - wrong receptacle 1 = 0: the pushed episode counts
+                  # in never_held and in wrong_receptacle_at_end (the definition's arithmetic)
+                  "ppo_it120": row(8, 5, 2, 0, 1)},
+        # sampled at T=1: its own cell; --labels names the checkpoint that is first (`prior`) in its directory
+        "train@T1": {"ppo_it120": row(8, 2, 2, 4, 0)},
+        "red_cube": {"prior": row(8, 0, 8, 0, 0)}}
+    printed = capsys.readouterr()
+    assert ("| cell | prior: never held / held, not placed / wrong receptacle | "
+            "ppo_it120: never held / held, not placed / wrong receptacle |") in printed.out
+    assert "| train | 2 / 2 / 1 | 2 / 0 / 1 |" in printed.out and "| train@T1 | - | 2 / 4 / 0 |" in printed.out
+    assert "train / ppo_it120: 1 episode" in printed.err  # the pushed episode is reported
+    # without --labels, the lone checkpoint of the sampled evaluation is its `prior`
+    main(Args(evals=[str(sampled)], out=str(out)))
+    assert list(json.loads(out.read_text())["cells"]) == ["train@T1"]
+    assert list(json.loads(out.read_text())["cells"]["train@T1"]) == ["prior"]
+    # one clear line where an input lacks results or a per-episode field
+    with pytest.raises(SystemExit, match="no .*results.json"):
+        main(Args(evals=[str(tmp_path / "nothing")], out=str(out)))
+    record = next((sampled / "runs").glob("*/train.json"))
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items()
+                                  if k != "grasped_once_per_episode"}))
+    with pytest.raises(SystemExit, match="has no grasped_once_per_episode"):
+        main(Args(evals=[str(sampled)], out=str(out)))
 
 
 def test_gradient_noise_scale_recovers_a_known_noise_scale():

@@ -212,6 +212,46 @@ def test_parts_step_asynchronously_with_the_results_of_one_batch():
         oe.VecEnv(oe.TABLETOP_ENV_ID, {}, 2, "panda", "gpu", "cpu", 80, False, "spawn", parts=2)
 
 
+@pytest.mark.parametrize(
+    "env_kwargs",
+    [
+        pytest.param(
+            {},
+            marks=pytest.mark.xfail(
+                raises=AssertionError,
+                strict=True,
+                reason="PhysX guarantees determinism only for a newly created scene given the same calls: the CPU "
+                "scene keeps internal state across resets (not the poses and velocities, which match bit for bit), "
+                "so after contacts of another episode a worker diverges at the first grasp",
+            ),
+            id="default",
+        ),
+        pytest.param({"reconfiguration_freq": 1}, id="reconfigure_every_reset"),
+    ],
+)
+def test_a_used_worker_replays_a_fresh_workers_episode(env_kwargs):
+    """Same seed, same actions -> the same images, rewards and infos, whatever the worker simulated before: env 0
+    only reset, env 1 (its own part, stepped alone) first ran 40 expert steps of another seed, grasp and place
+    included; then both replay env 0's expert episode, which grasps the cube. Without reconfiguring the scene on
+    reset, env 1 diverges at step 6, when the fingers first touch the cube (the `default` case, kept as a strict
+    xfail: it flags the day this holds without reconfiguring)."""
+    envs = oe.make_envs("train", 2, backend="cpu", max_episode_steps=60, reward="shaped", parts=2, **env_kwargs)
+    try:
+        envs.reset([1, 0])
+        for _ in range(40):  # env 1's history: seed 0's expert picks the cube and puts it on the towel
+            envs.step_async(envs.expert_actions()[1:], 1)
+            envs.step_wait(1)
+        images, _ = envs.reset([1, 1])
+        assert torch.equal(images[0], images[1])
+        for t in range(envs.max_episode_steps):
+            images, rewards, dones, infos = envs.step(envs.expert_actions()[:1].repeat(2, 1))
+            assert torch.equal(images[0], images[1]), f"images differ at step {t + 1}"
+            assert torch.equal(rewards[0], rewards[1]) and all(infos[k][0] == infos[k][1] for k in infos), t + 1
+        assert infos["grasped_once"].all() and infos["success_once"].all()  # contact, grasp and place
+    finally:
+        envs.close()
+
+
 # ----------------------------------------------------------------------------------------------------
 # Variants, on single in-process envs
 # ----------------------------------------------------------------------------------------------------

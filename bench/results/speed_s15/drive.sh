@@ -5,7 +5,7 @@
 # PPO with the env overlap (--env-parts 1 and 2 at 16 and 24 envs). -> /tmp/out/*.json, a log per step.
 # One call, carry [".device"]; the brief's prefix, then
 #   (setsid bash bench/results/speed_s15/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
-# and poll until DONE (~16 minutes held).
+# and poll (each poll copying /tmp/out/*.json to $OUT) until DONE (~16 minutes held).
 set -u
 cd /tmp/job
 mkdir -p /tmp/out
@@ -17,10 +17,10 @@ tp() {  # name, then bench/throughput.py flags -> /tmp/out/<name>.json and .log
   log "$name rc=$?"
 }
 log start
+tp iteration_compiled --sections iteration --iteration-compile
+tp iteration_eager --sections iteration
+tp tiny_ppo --sections tiny_ppo
 tp profile_eager --sections profile --profile-micro-batch 32 --profile-top 30 --no-profile-compile
 tp profile_compiled --sections profile --profile-micro-batch 32 --profile-top 30 --profile-compile
 tp profile_compiled_static --sections profile --profile-micro-batch 32 --profile-top 30 --profile-compile --profile-compile-static
-tp tiny_ppo --sections tiny_ppo
-tp iteration_compiled --sections iteration --iteration-compile
-tp iteration_eager --sections iteration
 log DONE
