@@ -27,7 +27,10 @@
 #   ARM="towers bcplate": towers (RL alone: was the plate term what held `train`?) and bcplate, the plate term
 #   without RL (--pg-coef 0: is the plate's gain the demonstrations' own?).
 # ARM may list several arms: the i-th runs on GPU i (modulo the GPUs there are), all at once, and demo_likelihood
-# compares them all. Session 15 ran ARM="towers bcplate" on one nvidia-h200 (both arms on its one GPU).
+# compares them all. Session 15 ran ARM=towers on one nvidia-h200 and, when its training ended, bcplate by hand on
+# the same GPU with this script's settings (BENCHMARKS.md section 4): RL alone lifted the plate (0.24 -> 0.38), the
+# plate's demonstrations alone did not (0.315, n.s.) and cost `train` (0.43). Both arms on one 16-core machine at
+# once would not finish in one 30-minute hold.
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
