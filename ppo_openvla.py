@@ -128,7 +128,8 @@ class Args:
     """ManiSkill GPU simulation, CPU physics in worker processes, or auto (GPU sim if GPU PhysX is installed)"""
     env_parts: int = 1
     """a rank's CPU worker envs step as this many groups in turn, one group's workers simulating while the GPU
-    samples another's actions (see the rollout; 2 overlaps env stepping with inference, not yet timed on a GPU);
+    samples another's actions (see the rollout; 2 hides the wait for the envs but runs two half-batch decodes:
+    +6 % SPS on the tiny model, 16 envs, H100; BENCHMARKS.md section 1);
     must divide num_envs / ranks; CPU worker envs only"""
     num_envs: int = 24
     """parallel environments, global (each of the world_size ranks runs num_envs / world_size)"""
@@ -198,8 +199,9 @@ class Args:
     gradient_checkpointing: bool = False
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
     compile: bool = False
-    """torch.compile the LM's decoder layers for the update (fused elementwise work; an update micro-batch 1.47x
-    faster at 7B in the bench, BENCHMARKS.md 1); compiled at the first update; the rollout stays eager; same gradient"""
+    """torch.compile the LM's decoder layers for the update (fused elementwise work: the blog iteration's update
+    59.7 -> 41.7 s on an H100, BENCHMARKS.md 1); compiled at the first update (~1 min at 7B); the rollout stays
+    eager; same gradient"""
     value_head_grad: bool = False
     """let the value loss's gradient into the LM (RL4VLA); default: stop-grad (the blog)"""
     ptx_coef: float = 0.0
