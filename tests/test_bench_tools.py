@@ -50,61 +50,7 @@ def test_plot_curves_rejects_a_label_count_mismatch(tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
-def _eval_results(directory: Path, checkpoints: list[str], cells: dict, temperature: float = 0.0) -> Path:
-    """A results.json as eval_generalization.py writes it: cells = {(checkpoint, variant): (successes, n)}."""
-    directory.mkdir(parents=True)
-    rows = [{"checkpoint": c, "variant": v, "n": n, "success_once": s / n} for (c, v), (s, n) in cells.items()]
-    (directory / "results.json").write_text(json.dumps({
-        "settings": {"episodes": 0, "seed": 10**7, "temperature": temperature},
-        "checkpoints": [{"name": c} for c in checkpoints], "results": rows}))
-    return directory
-
-
-def _run_side_by_side(*commands: list[str]) -> None:
-    """Run independent commands at the same time; each must exit 0 (as `subprocess.run(check=True)`)."""
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
-    try:
-        for proc in procs:
-            _, stderr = proc.communicate(timeout=300)
-            assert proc.returncode == 0, stderr.decode()[-3000:]
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-
-
-def test_learning_table_counts_and_fisher_p(tmp_path):
-    ckpts = ["runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/checkpoints/iter_000120"]
-    key = _eval_results(tmp_path / "key", ckpts, {(ckpts[0], "train"): (70, 200), (ckpts[1], "train"): (170, 200),
-                                                   (ckpts[0], "red_cube"): (50, 200), (ckpts[1], "red_cube"): (52, 200)})
-    other = _eval_results(tmp_path / "other", ckpts, {(ckpts[0], "lighting"): (0, 100), (ckpts[1], "lighting"): (3, 100)})
-    # three independent runs (own --out each), side by side: each is mostly one core importing
-    sampled = _eval_results(tmp_path / "sampled", ckpts, {(ckpts[0], "train"): (55, 200), (ckpts[1], "train"): (50, 200)},
-                            temperature=1.0)
-    out, labelled, with_sampled = (tmp_path / f"{name}.json" for name in ("learning", "labelled", "with_sampled"))
-    cmd = [sys.executable, str(ROOT / "bench/learning_table.py"), "--evals", str(key), str(other)]
-    _run_side_by_side(
-        [*cmd, "--out", str(out)],
-        [*cmd, "--out", str(labelled), "--labels", f"{ckpts[1]}=ppo_it120"],
-        [*cmd, str(sampled), "--out", str(with_sampled), "--labels", f"{ckpts[1]}=ppo_it120"],
-    )
-    table = json.loads(out.read_text())
-    assert table["variants"]["train"] == {"prior": [70, 200], "ppo": [170, 200]}
-    assert table["variants"]["lighting"] == {"prior": [0, 100], "ppo": [3, 100]}
-    assert table["p_vs_prior"]["train"]["ppo"] < 1e-20  # 0.35 -> 0.85 on 200 episodes each
-    assert table["p_vs_prior"]["red_cube"]["ppo"] > 0.5  # 50 vs 52 of 200: no evidence
-    assert "170/200 = 0.85" in out.with_suffix(".md").read_text()
-    # --labels names checkpoints explicitly (two checkpoints of one run would otherwise share "ppo")
-    assert json.loads(labelled.read_text())["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200]}
-    # a sampled evaluation (--temperature 1) is another quantity: its own labels, tested against the sampled prior
-    table = json.loads(with_sampled.read_text())
-    assert table["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200],
-                                          "prior@T1": [55, 200], "ppo_it120@T1": [50, 200]}
-    assert table["p_vs_prior"]["train"]["ppo_it120@T1"] > 0.5  # 55 vs 50 of 200, not 70 vs 50
-    assert "prior@T1" not in table["p_vs_prior"]["train"]
-
-
-def _eval_with_episodes(directory: Path, cells: dict, temperature: float = 0.0) -> Path:
+def _eval_results(directory: Path, cells: dict, temperature: float = 0.0) -> Path:
     """An eval_generalization.py output directory as it writes one: `runs/<slug>/<variant>.json` per (checkpoint,
     variant), with the per-episode records, and results.json. cells = {(checkpoint, variant): [(success_once,
     grasped_once, wrong_receptacle_at_end) of each episode]}."""
@@ -134,6 +80,57 @@ def _eval_with_episodes(directory: Path, cells: dict, temperature: float = 0.0) 
     return directory
 
 
+def _episodes(successes: int, n: int) -> list[tuple[int, int, int]]:
+    """`_eval_results` episodes with `successes` solved (cube held) of `n`, the others never held."""
+    return [(1, 1, 0)] * successes + [(0, 0, 0)] * (n - successes)
+
+
+def _run_side_by_side(*commands: list[str]) -> None:
+    """Run independent commands at the same time; each must exit 0 (as `subprocess.run(check=True)`)."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    try:
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, stderr.decode()[-3000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_learning_table_counts_and_fisher_p(tmp_path):
+    ckpts = ["runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/checkpoints/iter_000120"]
+    key = _eval_results(tmp_path / "key", {(ckpts[0], "train"): _episodes(70, 200), (ckpts[1], "train"): _episodes(170, 200),
+                                           (ckpts[0], "red_cube"): _episodes(50, 200),
+                                           (ckpts[1], "red_cube"): _episodes(52, 200)})
+    other = _eval_results(tmp_path / "other", {(ckpts[0], "lighting"): _episodes(0, 100),
+                                               (ckpts[1], "lighting"): _episodes(3, 100)})
+    # three independent runs (own --out each), side by side: each is mostly one core importing
+    sampled = _eval_results(tmp_path / "sampled", {(ckpts[0], "train"): _episodes(55, 200),
+                                                   (ckpts[1], "train"): _episodes(50, 200)}, temperature=1.0)
+    out, labelled, with_sampled = (tmp_path / f"{name}.json" for name in ("learning", "labelled", "with_sampled"))
+    cmd = [sys.executable, str(ROOT / "bench/learning_table.py"), "--evals", str(key), str(other)]
+    _run_side_by_side(
+        [*cmd, "--out", str(out)],
+        [*cmd, "--out", str(labelled), "--labels", f"{ckpts[1]}=ppo_it120"],
+        [*cmd, str(sampled), "--out", str(with_sampled), "--labels", f"{ckpts[1]}=ppo_it120"],
+    )
+    table = json.loads(out.read_text())
+    assert table["variants"]["train"] == {"prior": [70, 200], "ppo": [170, 200]}
+    assert table["variants"]["lighting"] == {"prior": [0, 100], "ppo": [3, 100]}
+    assert table["p_vs_prior"]["train"]["ppo"] < 1e-20  # 0.35 -> 0.85 on 200 episodes each
+    assert table["p_vs_prior"]["red_cube"]["ppo"] > 0.5  # 50 vs 52 of 200: no evidence
+    assert "170/200 = 0.85" in out.with_suffix(".md").read_text()
+    # --labels names checkpoints explicitly (two checkpoints of one run would otherwise share "ppo")
+    assert json.loads(labelled.read_text())["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200]}
+    # a sampled evaluation (--temperature 1) is another quantity: its own labels, tested against the sampled prior
+    table = json.loads(with_sampled.read_text())
+    assert table["variants"]["train"] == {"prior": [70, 200], "ppo_it120": [170, 200],
+                                          "prior@T1": [55, 200], "ppo_it120@T1": [50, 200]}
+    assert table["p_vs_prior"]["train"]["ppo_it120@T1"] > 0.5  # 55 vs 50 of 200, not 70 vs 50
+    assert "prior@T1" not in table["p_vs_prior"]["train"]
+
+
 def test_failure_modes_counts_cells_and_labels(tmp_path, capsys):
     """bench/failure_modes.py on two evaluations (greedy: prior and PPO; sampled at T=1: the PPO checkpoint alone,
     as an arm evaluated in its own directory). The per-episode records are synthetic: this tests the counting."""
@@ -142,11 +139,11 @@ def test_failure_modes_counts_cells_and_labels(tmp_path, capsys):
 
     prior, ppo = "runs/learning/prior", "runs/learning/ppo/train__ppo__1__7/checkpoints/iter_000120"
     solved, held, wrong, never, pushed = (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 0), (0, 0, 1)
-    greedy = _eval_with_episodes(tmp_path / "eval_key", {
+    greedy = _eval_results(tmp_path / "eval_key", {
         (prior, "train"): [solved] * 3 + [held] * 2 + [wrong] + [never] * 2,
         (ppo, "train"): [solved] * 5 + [held] + [pushed] + [never],  # pushed: on the wrong receptacle, never held
         (prior, "red_cube"): [never] * 8})
-    sampled = _eval_with_episodes(tmp_path / "eval_t1_ppo", {(ppo, "train"): [solved] * 2 + [held] * 4 + [never] * 2},
+    sampled = _eval_results(tmp_path / "eval_t1_ppo", {(ppo, "train"): [solved] * 2 + [held] * 4 + [never] * 2},
                                   temperature=1.0)
     out = tmp_path / "failure_modes.json"
     main(Args(evals=[str(greedy), str(sampled)], out=str(out), labels=[f"{ppo}=ppo_it120"], markdown=True))

@@ -6,11 +6,7 @@
 # One call, carry [".device"]; the brief's prefix, then
 #   (setsid bash bench/results/speed_s15/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
 # and poll (each poll copying /tmp/out/*.json to $OUT) until DONE (~16 minutes held).
-set -u
-cd /tmp/job
-mkdir -p /tmp/out
-start=$(date +%s)
-log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, /tmp/out, log
 tp() {  # name, then bench/throughput.py flags -> /tmp/out/<name>.json and .log
   local name=$1; shift
   python3 bench/throughput.py "$@" --out "/tmp/out/$name.json" > "/tmp/out/$name.log" 2>&1
