@@ -30,7 +30,8 @@
 # compares them all. Session 15 ran ARM=towers on one nvidia-h200 and, when its training ended, bcplate by hand on
 # the same GPU with this script's settings (BENCHMARKS.md section 4): RL alone lifted the plate (0.24 -> 0.38), the
 # plate's demonstrations alone did not (0.315, n.s.) and cost `train` (0.43). Both arms on one 16-core machine at
-# once would not finish in one 30-minute hold.
+# once would not finish in one 30-minute hold. Session 16 ran ARM=vlr1e5 (towers at 1e-5 instead of 5e-5) on one
+# nvidia-h200: the grasps held and `train` rose 0.545 -> 0.62 (n.s.; BENCHMARKS.md section 4).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -47,6 +48,7 @@ flags() {  # arm -> its PPO flags
     bcplate) echo "$PTX --ptx-coef 1 --ptx-variants unseen_target --pg-coef 0" ;;
     ptx01) echo "$PTX --ptx-coef 0.1" ;;
     towers) echo "$TOWERS" ;;  # the demonstrations then serve demo_likelihood below only
+    vlr1e5) echo "--train-vision --vision-learning-rate 1e-5" ;;  # towers at a fifth of the rate (session 16)
     *) return 1 ;;
   esac
 }
