@@ -27,7 +27,8 @@ that changes the gradient. It provides:
 * Speed (issue 13): the 6 decode steps replayed as a CUDA graph over a static KV cache on GPUs (the eager
   path kept as the reference); LoRA computing in the base dtype over fp32 master weights (`lm_autocast`);
   the rollout's patch embeddings reusable by the update, which then skips the frozen vision towers; the
-  decoder layers compiled for the update's teacher-forced passes (`compile_decoder_layers`, opt-in).
+  decoder layers compiled for the update's teacher-forced passes and the rollout's prefill
+  (`compile_decoder_layers`, opt-in).
 * `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
   SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back, and
   `save_pretrained` also what the released stack reads (preprocessor config, the base's remote code, a
@@ -49,9 +50,10 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerBase
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerBase
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, eager_attention_forward
 
 # ---------------------------------------------------------------------------------------------------
 # Format facts of the released checkpoint (shared/DESIGN.md, "OpenVLA facts the code must honour")
@@ -415,6 +420,9 @@ class OpenVLAForActionPrediction(nn.Module):
         """Captured decode steps by (batch, cache length), each with its KV cache; `.clear()` frees them."""
         self.cuda_graph_error: str | None = None
         """Why capturing a decode graph failed, if it did; automatic decoding is eager from then on."""
+        self.compiled_prefill: tuple[Callable, Callable] | None = None
+        """The compiled halves of a decoder layer around its KV cache, set by `compile_decoder_layers`: the rollout's
+        prefill runs them (see there); None: transformers' layers, the reference."""
 
     # -- pieces --------------------------------------------------------------------------------------
 
@@ -546,13 +554,13 @@ class OpenVLAForActionPrediction(nn.Module):
         graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
         force one (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
-        `evaluate_actions(..., patch_embeddings=...)`. Decoder layers compiled by `compile_decoder_layers` run
-        eagerly here: every pass of this method uses a KV cache (see there).
+        `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill runs compiled
+        halves of each layer around an eager cache write and the decode steps run eager layers (see there).
         """
         patches = self.embed_images(pixel_values)  # (B, P, H)
         embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, patches)
         tokens, logprobs, all_logits = [], [], []
-        with torch.compiler.set_stance("force_eager"):  # a no-op unless compile_decoder_layers was called
+        with torch.compiler.set_stance("force_eager"):  # compiled layers eager here (a no-op unless compiled)
             decoder = self._decoder(embeds.shape[0], embeds.shape[1], decode)
             hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
             values = self._values(hidden, detach_input=True)
@@ -650,11 +658,10 @@ class _DynamicCacheDecoder:
 
     def prefill(self, embeds: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """The (B, T, H) prompt -> hidden state (B, H) of its last token; fills the cache."""
-        with self.model.lm_autocast():
-            out = self.model.causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                             use_cache=True)
-        self.cache, self.mask, self.position_ids = out.past_key_values, mask, position_ids[:, -1:]
-        return out.last_hidden_state[:, -1]
+        self.cache = DynamicCache(config=self.model.causal_lm.config)
+        hidden = _prefill_lm(self.model, embeds, mask, position_ids, self.cache)
+        self.mask, self.position_ids = mask, position_ids[:, -1:]
+        return hidden[:, -1]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """The (B,) tokens just chosen -> hidden state (B, H) that predicts the next ones."""
@@ -734,14 +741,13 @@ class StaticCacheDecoder:
         n = embeds.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
         allowed = causal & mask[:, None, :].bool()  # (B, T, T)
-        with self.model.lm_autocast():
-            out = lm.model(inputs_embeds=embeds, position_ids=position_ids, past_key_values=self.cache, use_cache=True,
-                           attention_mask=_attention_mask_4d(allowed, lm.config._attn_implementation, embeds.dtype))
+        hidden = _prefill_lm(self.model, embeds, _attention_mask_4d(allowed, lm.config._attn_implementation, embeds.dtype),
+                             position_ids, self.cache)
         self.key_valid[:, :n] = mask.bool()
         self.key_valid[:, n:] = True
         self.cache.slot.fill_(n - 1)  # `step` advances it before writing
         self.position_ids.copy_(position_ids[:, -1:])
-        return out.last_hidden_state[:, -1]
+        return hidden[:, -1]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """The (B,) tokens just chosen -> hidden state (B, H) that predicts the next ones."""
@@ -771,29 +777,88 @@ class StaticCacheDecoder:
 # micro-batch, the samples left in the loss, other instructions), and one graph with symbolic sizes serves
 # them all where static shapes would recompile per new size (a size of 1 still gets its own graph).
 #
-# Passes with a KV cache stay eager: `generate_actions` (the prefill and the 6 decode steps, CUDA graph or
-# not) runs under `torch.compiler.set_stance("force_eager")`. With a cache each layer writes its own key /
-# value buffers, picked by its `layer_idx`, which torch.compile specialises on: one graph per layer, and
-# past 8 layers (torch's recompile limit) it gives up on the layer's forward for good, in the update too. The
-# rollout's CUDA graph is therefore captured from eager layers, exactly as without compiling.
-# So the rollout computes with eager kernels and the update with fused ones, yet PPO's first ratio must stay
-# 1: the rollout's log-probs and the learner's must be the same function, rounded the same way. In fp32 they
-# agree within 1e-5 (tested). In bf16 a fused kernel keeps its intermediates in fp32 where eager rounds
-# after every operation: that moved the tiny model's composite (7-token) log-prob by 2e-3 to 6e-3 against
+# Passes with a KV cache cannot call the compiled layers: each layer writes its own key / value buffers, picked by
+# its `layer_idx`, which torch.compile specialises on: one graph per layer, and past 8 layers (torch's recompile
+# limit) it gives up on the layer's forward for good, in the update too. So `generate_actions` runs under
+# `torch.compiler.set_stance("force_eager")`: the 6 decode steps (and the rollout's CUDA graph, captured from them)
+# run the eager layers, exactly as without compiling. The prefill (~280 tokens x B; eager 1.2-1.7x its floor, from
+# the same elementwise work, issue 13) instead runs each layer as two compiled halves around an eager middle
+# (`_prefill_lm`): `_layer_before_cache` (input RMSNorm, LoRA q/k/v projections, RoPE -> q, k, v), then eagerly the
+# cache write and the attention function with the mask transformers would pass it, then `_layer_after_attention`
+# (o_proj, residual, post-attention RMSNorm, MLP, residual). The halves are functions of tensors and the layer
+# module, whose parameters are graph inputs and whose `layer_idx` they never read: all layers share one graph per
+# half (tests/test_speed.py counts them). They are the statements of transformers' LlamaDecoderLayer and
+# LlamaAttention, regrouped; HF's own forward stays the eager reference (`compiled_prefill` None).
+#
+# So the rollout and the update compute with fused kernels (the decode steps with eager ones), yet PPO's first
+# ratio must stay 1: the rollout's log-probs and the learner's must be the same function, rounded the same way.
+# In fp32 they agree within 1e-5 (tested). In bf16 a fused kernel keeps its intermediates in fp32 where eager
+# rounds after every operation: that moved the tiny model's composite (7-token) log-prob by 2e-3 to 6e-3 against
 # the eager rollout (CPU, 10 batches; eager against eager: 0 to 5e-5). `emulate_precision_casts` makes the
 # fused kernels round after each operation as eager does (0 in 8 of those 10 batches, at most 5e-4), at the
 # cost of a few conversions in registers.
 # Not calling this function is the eager path, the reference.
 
+COMPILE_OPTIONS = {"emulate_precision_casts": True}
+
 
 def compile_decoder_layers(model: OpenVLAForActionPrediction, dynamic: bool = True) -> int:
-    """Compile each decoder layer of the language model in place, for every pass without a KV cache (see the
-    comment above); compilation happens at the first such pass. `dynamic=False`: a graph per input shape (the
-    bench's comparison). -> the number of layers compiled."""
+    """Compile each decoder layer of the language model in place, for every pass without a KV cache, and the
+    halves of a layer that the rollout's prefill runs (see the comment above); compilation happens at the first
+    such pass. `dynamic=False`: a graph per input shape (the bench's comparison). -> the number of layers compiled."""
     layers = model.causal_lm.model.layers  # `causal_lm` sees through the peft wrapper
     for layer in layers:
-        layer.compile(dynamic=dynamic, options={"emulate_precision_casts": True})
+        layer.compile(dynamic=dynamic, options=COMPILE_OPTIONS)
+    model.compiled_prefill = _compiled_layer_halves(dynamic)
     return len(layers)
+
+
+@cache  # one pair per process, shared by every model: their graphs too (a new wrapper would compile anew)
+def _compiled_layer_halves(dynamic: bool) -> tuple[Callable, Callable]:
+    return tuple(torch.compile(half, dynamic=dynamic, options=COMPILE_OPTIONS)
+                 for half in (_layer_before_cache, _layer_after_attention))
+
+
+def _layer_before_cache(layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """A decoder layer up to its KV cache: (B, T, H) -> query, key, value (B, heads, T, head_dim), RoPE applied."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden)
+    shape = (*x.shape[:-1], -1, attn.head_dim)
+    query, key, value = (proj(x).view(shape).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    return (*apply_rotary_pos_emb(query, key, cos, sin), value)
+
+
+def _layer_after_attention(layer: nn.Module, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """The rest of a decoder layer: its input (B, T, H) and the attention output (B, T, heads, head_dim) -> output."""
+    hidden = hidden + layer.self_attn.o_proj(attended.flatten(-2))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def _prefill_lm(model: OpenVLAForActionPrediction, embeds: torch.Tensor, mask: torch.Tensor,
+                position_ids: torch.Tensor, kv_cache) -> torch.Tensor:
+    """The prompt (B, T, H) through the LM, writing every layer's keys and values into `kv_cache` -> the final
+    hidden states (B, T, H). `mask`: 2-D padding mask, or a ready 4-D one. transformers' LlamaModel, or after
+    `compile_decoder_layers` its loop over the compiled layer halves (the comment above)."""
+    llama = model.causal_lm.model
+    with model.lm_autocast():
+        if model.compiled_prefill is None:
+            return llama(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, past_key_values=kv_cache,
+                         use_cache=True).last_hidden_state
+        before_cache, after_attention = model.compiled_prefill
+        mask = create_causal_mask(config=llama.config, inputs_embeds=embeds, attention_mask=mask,
+                                  past_key_values=kv_cache, position_ids=position_ids)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(llama.config._attn_implementation, eager_attention_forward)
+        cos, sin = llama.rotary_emb(embeds, position_ids)
+        hidden = embeds
+        with torch.compiler.set_stance("default"):  # under generate_actions' "force_eager", for the layers' forward
+            for layer in llama.layers:
+                attn = layer.self_attn
+                query, key, value = before_cache(layer, hidden, cos, sin)
+                key, value = kv_cache.update(key, value, attn.layer_idx)  # eager: this layer's own buffers
+                attended, _ = attention(attn, query, key, value, mask, scaling=attn.scaling, position_ids=position_ids,
+                                        dropout=attn.attention_dropout if attn.training else 0.0)
+                hidden = after_attention(layer, hidden, attended)
+        return llama.norm(hidden)
 
 
 # ---------------------------------------------------------------------------------------------------

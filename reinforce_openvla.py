@@ -166,8 +166,9 @@ class Args:
     """recompute LM activations in backward (less memory, ~30% slower updates)"""
     compile: bool = False
     """torch.compile the LM's decoder layers for the update (fused elementwise work: the blog iteration's update
-    59.7 -> 41.7 s on an H100, BENCHMARKS.md 1); compiled at the first update (~1 min at 7B); the rollout stays
-    eager; same gradient"""
+    59.7 -> 41.7 s on an H100, BENCHMARKS.md 1); compiled at the first update (~1 min at 7B); the rollout's prefill
+    too, as two compiled halves per layer around the eager KV-cache writes (not yet timed on a GPU), its decode steps
+    stay eager; same gradient"""
     output_dir: str = "runs"
     """where run directories (tensorboard events, checkpoints, videos) are created"""
     eval_every: int = 10
@@ -460,7 +461,7 @@ def main(args: Args) -> None:
     )  # no value head: REINFORCE learns no value, so the checkpoints hold the LoRA adapter only
     if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
         ovp.make_vision_trainable(model)
-    if args.compile:  # after LoRA, once: the update then runs fused kernels, the rollout's cached passes eager ones
+    if args.compile:  # after LoRA, once: the update and the rollout's prefill then run fused kernels
         ovp.compile_decoder_layers(model)
     stats = ovp.action_stats(model.config, args.unnorm_key)  # unknown key -> error listing the known ones
     if world_size > 1:  # every rank starts from rank 0's LoRA init

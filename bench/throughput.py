@@ -12,7 +12,11 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   per decode step for each decoder); the fast decoder checked against the eager ones in the same run
   (same seed: tokens equal, log-prob differences, and the PPO first ratio of `evaluate_actions` on the
   rollout's reused patch embeddings); and (c) the released code's only option, batch-size-1 HF
-  `generate` in a loop over the B envs (`--hf-loop-max-batch`).
+  `generate` in a loop over the B envs (`--hf-loop-max-batch`). With `--rollout-compile` each model then
+  gets `compile_decoder_layers` (the scripts' --compile) and a second row per B (`compile: true`): the rollout
+  step with the prefill through the compiled layer halves, timed against the same model's eager prefill and
+  checked against it with one seed (tokens equal, log-prob differences, the first ratio under the compiled
+  update's layers).
 * `update`: one PPO update sample (teacher-forced `evaluate_actions` + backward, LoRA r=32 + value
   head) with and without gradient checkpointing, images through the vision towers or the rollout's patch
   embeddings reused, growing the micro-batch until it no longer fits.
@@ -46,6 +50,7 @@ checkpointing. The JSON is rewritten after every row, so a run cut short keeps w
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import platform
@@ -83,6 +88,9 @@ class Args:
     """update micro-batch sizes to try, in order, until one does not fit"""
     repeats: int = 5
     """timed repetitions after warm-up (median reported)"""
+    rollout_compile: bool = False
+    """the `rollout` section also with the decoder layers compiled (`openvla_patch.compile_decoder_layers`, the
+    scripts' --compile): rows with `compile: true`, the prefill through the compiled layer halves vs eager"""
     profile_micro_batch: int = 16
     """the `profile` section's micro-batch"""
     profile_compile: bool = False
@@ -246,6 +254,41 @@ def decode_step_s(model, embeds, mask, position_ids, decode: str, repeats: int) 
     return statistics.median(times[1:])
 
 
+def cached_prefill(model, ids, mask, px) -> None:
+    """What `generate_actions` runs before decoding: vision, then the LM prefill into the default decoder's KV cache
+    (through the compiled layer halves after `compile_decoder_layers`)."""
+    embeds, m, pos = model._prefill_inputs(ids, mask, model.embed_images(px))
+    with torch.compiler.set_stance("force_eager"):  # as in generate_actions
+        model._decoder(embeds.shape[0], embeds.shape[1], None).prefill(embeds, m, pos)
+
+
+@contextlib.contextmanager
+def eager_prefill(model):
+    """On a model after `compile_decoder_layers`: `generate_actions` with transformers' layers for the prefill too."""
+    halves, model.compiled_prefill = model.compiled_prefill, None
+    try:
+        yield
+    finally:
+        model.compiled_prefill = halves
+
+
+def sample_diff(a, b, name: str) -> dict:
+    """Two samples of one seed: tokens equal, rows whose tokens differ, the largest log-prob difference while the
+    token prefix agrees (after a differing token the two rows condition on different prompts)."""
+    same_prefix = (a.tokens == b.tokens).long().cumprod(1).bool()  # (B, 7)
+    return {f"{name}_tokens_equal": torch.equal(a.tokens, b.tokens),
+            f"{name}_rows_differing": int((~same_prefix[:, -1]).sum()),
+            f"{name}_max_logprob_diff": (a.logprobs - b.logprobs).abs()[same_prefix].max().item()
+            if same_prefix.any() else None}
+
+
+def first_ratio_max_dev(model, ids, mask, sample) -> float:
+    """max |exp(evaluate_actions' log-probs - the rollout's) - 1| over the batch, on the rollout's patch embeddings."""
+    with torch.no_grad():
+        ev = model.evaluate_actions(ids, mask, None, sample.tokens, patch_embeddings=sample.patch_embeddings)
+    return (ev.logprobs.float() - sample.logprobs).exp().sub(1).abs().max().item()
+
+
 def check_fast_decode(model, ids, mask, px) -> dict:
     """The default (fast) decoder against the eager ones, sampled with one seed, in the model's dtype.
 
@@ -260,20 +303,13 @@ def check_fast_decode(model, ids, mask, px) -> dict:
                                       generator=torch.Generator(DEVICE).manual_seed(0))
 
     a, static, dynamic = run(fast), run("static"), run("dynamic")
-    with torch.no_grad():
-        ev = model.evaluate_actions(ids, mask, None, a.tokens, patch_embeddings=a.patch_embeddings)
-        ev_eager = model.evaluate_actions(ids, mask, None, dynamic.tokens, patch_embeddings=dynamic.patch_embeddings)
-    same_prefix = (a.tokens == dynamic.tokens).long().cumprod(1).bool()  # (B, 7)
     row = {
         "fast_decode": fast, "cuda_graph_error": model.cuda_graph_error,
         "fast_vs_static_tokens_equal": torch.equal(a.tokens, static.tokens),
         "fast_vs_static_max_logprob_diff": (a.logprobs - static.logprobs).abs().max().item(),
-        "fast_vs_dynamic_tokens_equal": torch.equal(a.tokens, dynamic.tokens),
-        "fast_vs_dynamic_rows_differing": int((~same_prefix[:, -1]).sum()),
-        "fast_vs_dynamic_max_logprob_diff": (a.logprobs - dynamic.logprobs).abs()[same_prefix].max().item()
-        if same_prefix.any() else None,
-        "first_ratio_max_dev": (ev.logprobs.float() - a.logprobs).exp().sub(1).abs().max().item(),
-        "first_ratio_max_dev_eager": (ev_eager.logprobs.float() - dynamic.logprobs).exp().sub(1).abs().max().item(),
+        **sample_diff(a, dynamic, "fast_vs_dynamic"),
+        "first_ratio_max_dev": first_ratio_max_dev(model, ids, mask, a),
+        "first_ratio_max_dev_eager": first_ratio_max_dev(model, ids, mask, dynamic),
     }
     # The graph replays the static decoder's kernels: identical results. Against the DynamicCache, bf16
     # rounding differs (another key length); issue 13's bar is 1e-3, and the eager first ratio's
@@ -285,24 +321,29 @@ def check_fast_decode(model, ids, mask, px) -> dict:
     return row
 
 
+def rollout_floors(model, ids, quant: str, ceilings: dict) -> tuple[float, float, int]:
+    """-> (floor of the rollout step, floor of its prefill, prompt tokens) for the batch of prompts `ids`."""
+    tokens = 1 + 256 + ids.shape[1]
+    prefill_flops = ids.shape[0] * (vision_flops(model) + lm_prefill_flops(model, tokens))
+    prefill_floor = prefill_flops / (ceilings["matmul_tflops"] * 1e12)
+    bits = 16 if quant == "bf16" else 4
+    return prefill_floor + 6 * lm_weight_bytes(model, bits) / (ceilings["bandwidth_tbs"] * 1e12), prefill_floor, tokens
+
+
 def rollout_row(args: Args, model, processor, quant: str, lora: bool, batch: int, ceilings: dict) -> dict:
     ids, mask, px = inputs(processor, batch)
-    tokens = 1 + 256 + ids.shape[1]
-    bits = 16 if quant == "bf16" else 4
     reset_peak()
     ours = timed(partial(model.generate_actions, ids, mask, px), args.repeats)
     peak = peak_gib()
     eager = timed(partial(model.generate_actions, ids, mask, px, decode="dynamic"), args.repeats)
-    prefill_flops = batch * (vision_flops(model) + lm_prefill_flops(model, tokens))
-    floor = prefill_flops / (ceilings["matmul_tflops"] * 1e12) + 6 * lm_weight_bytes(model, bits) / (
-        ceilings["bandwidth_tbs"] * 1e12)
-    row = {"quant": quant, "batch": batch, "lora": lora, "ours_s": ours, "floor_s": floor,
+    floor, prefill_floor, tokens = rollout_floors(model, ids, quant, ceilings)
+    row = {"quant": quant, "batch": batch, "lora": lora, "compile": False, "ours_s": ours, "floor_s": floor,
            "ours_over_floor": ours / floor, "eager_s": eager, "eager_over_floor": eager / floor,
-           "prefill_floor_s": prefill_flops / (ceilings["matmul_tflops"] * 1e12), "peak_gib": peak,
-           "prompt_tokens": tokens}
+           "prefill_floor_s": prefill_floor, "peak_gib": peak, "prompt_tokens": tokens}
     with torch.no_grad():  # where the time goes
         row["vision_s"] = timed(partial(model.embed_images, px), args.repeats)
         row["prefill_s"] = timed(partial(model.forward, ids, mask, px, ids[:, -1:]), args.repeats)
+        row["prefill_cached_s"] = timed(partial(cached_prefill, model, ids, mask, px), args.repeats)
         embeds, m, pos = model._prefill_inputs(ids, mask, model.embed_images(px))
         row["prefill_lm_s"] = timed(partial(lm_prefill, model, embeds, m, pos), args.repeats)
         if lora:
@@ -319,6 +360,43 @@ def rollout_row(args: Args, model, processor, quant: str, lora: bool, batch: int
     return row
 
 
+def rollout_compile_row(args: Args, model, processor, quant: str, lora: bool, batch: int, ceilings: dict) -> dict:
+    """The rollout step after `compile_decoder_layers`: the prefill through the compiled layer halves (the decode
+    steps stay eager: CUDA graph or not), against the same model's eager prefill. `prefill_s` is the teacher-forced
+    pass as in the eager rows (here through the update's compiled layers); `prefill_cached_s` the rollout's."""
+    ids, mask, px = inputs(processor, batch)
+    reset_peak()
+    ours = timed(partial(model.generate_actions, ids, mask, px), args.repeats)  # the warm-up compiles
+    peak = peak_gib()
+    with eager_prefill(model):
+        ours_eager_prefill = timed(partial(model.generate_actions, ids, mask, px), args.repeats)
+    floor, prefill_floor, tokens = rollout_floors(model, ids, quant, ceilings)
+    row = {"quant": quant, "batch": batch, "lora": lora, "compile": True, "ours_s": ours, "floor_s": floor,
+           "ours_over_floor": ours / floor, "ours_eager_prefill_s": ours_eager_prefill,
+           "ours_eager_prefill_over_floor": ours_eager_prefill / floor, "prefill_floor_s": prefill_floor,
+           "peak_gib": peak, "prompt_tokens": tokens}
+    with torch.no_grad():
+        row["prefill_s"] = timed(partial(model.forward, ids, mask, px, ids[:, -1:]), args.repeats)
+        row["prefill_cached_s"] = timed(partial(cached_prefill, model, ids, mask, px), args.repeats)
+        with eager_prefill(model):
+            row["prefill_cached_eager_s"] = timed(partial(cached_prefill, model, ids, mask, px), args.repeats)
+    row["prefill_cached_over_floor"] = row["prefill_cached_s"] / prefill_floor
+    row["prefill_cached_eager_over_floor"] = row["prefill_cached_eager_s"] / prefill_floor
+
+    def run():
+        return model.generate_actions(ids, mask, px, return_patch_embeddings=True,
+                                      generator=torch.Generator(DEVICE).manual_seed(0))
+
+    compiled = run()
+    with eager_prefill(model):
+        eager = run()
+    row.update(sample_diff(compiled, eager, "compiled_vs_eager"))
+    row["first_ratio_max_dev"] = first_ratio_max_dev(model, ids, mask, compiled)  # the update's compiled layers
+    row["compiled_within_1e-3_of_eager"] = row["compiled_vs_eager_tokens_equal"] and (
+        row["compiled_vs_eager_max_logprob_diff"] <= 1e-3)
+    return row
+
+
 def measure_rollout(args: Args, config, ceilings, save) -> list[dict]:
     rows = []
     processor = ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer())
@@ -332,15 +410,20 @@ def measure_rollout(args: Args, config, ceilings, save) -> list[dict]:
             for name, p in model.named_parameters():
                 if "lora_B" in name:
                     p.normal_(0.0, 1e-3)
-        for batch in args.batch_sizes:
-            try:
-                row = rollout_row(args, model, processor, quant, lora, batch, ceilings)
-            except Exception as err:  # out of memory, or a failure of ours: recorded, the other rows still run
-                row = {"quant": quant, "batch": batch, "lora": lora, "error": f"{type(err).__name__}: {err}"[:500]}
-            model.decode_graphs.clear()  # free the captured graphs' KV caches
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            save(rows)
+        measure = [(False, rollout_row)] + ([(True, rollout_compile_row)] if args.rollout_compile else [])
+        for compiled, measure_row in measure:
+            if compiled:  # after the eager rows: the scripts' --compile
+                ovp.compile_decoder_layers(model)
+            for batch in args.batch_sizes:
+                try:
+                    row = measure_row(args, model, processor, quant, lora, batch, ceilings)
+                except Exception as err:  # out of memory, or a failure of ours: recorded, the other rows still run
+                    row = {"quant": quant, "batch": batch, "lora": lora, "compile": compiled,
+                           "error": f"{type(err).__name__}: {err}"[:500]}
+                model.decode_graphs.clear()  # free the captured graphs' KV caches
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                save(rows)
         del model
         reset_peak()
     return rows

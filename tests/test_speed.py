@@ -1,7 +1,7 @@
 """openvla_patch.py speed paths (issue 13) against their references, on the CPU:
 reused patch embeddings == recomputed vision; static-KV-cache decoding == DynamicCache decoding;
 LoRA computing in bf16 over fp32 master weights, identically in rollout and update; compiled decoder
-layers == eager ones."""
+layers (the update) and compiled layer halves (the rollout's prefill) == eager ones."""
 
 import json
 import shutil
@@ -14,6 +14,7 @@ import torch
 from torch._dynamo.utils import counters
 from vla_inputs import INSTRUCTIONS, random_images
 
+import openvla_patch as ovp
 from openvla_patch import LoraSettings, OpenVLAError, StaticCacheDecoder, compile_decoder_layers, load_vla
 
 
@@ -133,13 +134,18 @@ def test_lora_computes_in_bf16_over_fp32_weights_and_first_ratio_is_one(tiny_dir
 # --- compiled decoder layers (--compile) -----------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("g++") is None,
-                    reason="torch.compile's CPU backend (inductor) builds its kernels with g++, which is not installed")
+needs_inductor = pytest.mark.skipif(
+    shutil.which("g++") is None,
+    reason="torch.compile's CPU backend (inductor) builds its kernels with g++, which is not installed")
+
+
+@needs_inductor
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_compiled_decoder_layers_equal_eager(tiny_dir, checkpointing):
-    """After compile_decoder_layers the rollout (KV cache) still runs the eager layers, and the update's teacher-forced
-    pass through the compiled ones gives eager's log-probs, entropies, values and LoRA gradients (fp32): the first
-    ratio stays 1."""
+    """After compile_decoder_layers the rollout (its prefill through the compiled layer halves, its decode steps eager)
+    gives eager's tokens, log-probs and values, and the update's teacher-forced pass through the compiled layers
+    eager's log-probs, entropies, values and LoRA gradients (fp32): the first ratio of a compiled rollout under a
+    compiled update stays 1."""
     models = {}
     for name in ("eager", "compiled"):
         torch.manual_seed(0)  # the same LoRA init in both
@@ -147,16 +153,19 @@ def test_compiled_decoder_layers_equal_eager(tiny_dir, checkpointing):
     _, processor = _lora_model(tiny_dir)
     assert compile_decoder_layers(models["compiled"]) == models["compiled"].causal_lm.config.num_hidden_layers
     ids, mask, px = processor(random_images(3, seed=9), INSTRUCTIONS)  # padded: three prompt lengths
-    graphs = counters["stats"]["unique_graphs"]
     samples = {name: model.generate_actions(ids, mask, px, return_patch_embeddings=True,
                                             generator=torch.Generator().manual_seed(1))
                for name, model in models.items()}
-    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled for the cached passes
-    for field in ("tokens", "logprobs", "values", "patch_embeddings"):
-        assert torch.equal(getattr(samples["compiled"], field), getattr(samples["eager"], field)), field
-    sample, evals, grads = samples["eager"], {}, {}
+    assert torch.equal(samples["compiled"].tokens, samples["eager"].tokens)
+    assert torch.equal(samples["compiled"].patch_embeddings, samples["eager"].patch_embeddings)  # vision: eager
+    for field in ("logprobs", "values"):
+        assert torch.allclose(getattr(samples["compiled"], field), getattr(samples["eager"], field), atol=1e-5,
+                              rtol=0), field
+    graphs = counters["stats"]["unique_graphs"]
+    evals, grads = {}, {}
     for name, model in models.items():
         model.train()
+        sample = samples[name]
         for micro in (slice(0, 3), slice(0, 2)):  # two batch sizes: one graph with symbolic sizes (dynamic=True)
             ev = model.evaluate_actions(ids[micro], mask[micro], None, sample.tokens[micro],
                                         patch_embeddings=sample.patch_embeddings[micro])
@@ -166,11 +175,54 @@ def test_compiled_decoder_layers_equal_eager(tiny_dir, checkpointing):
     assert counters["stats"]["unique_graphs"] > graphs  # the update did run compiled
     for field in ("logprobs", "entropy", "values"):
         assert torch.allclose(getattr(evals["compiled"], field), getattr(evals["eager"], field), atol=1e-5, rtol=0), field
-    first_ratio = (evals["compiled"].logprobs.sum(-1) - sample.logprobs[:2].sum(-1)).exp()
+    first_ratio = (evals["compiled"].logprobs.sum(-1) - samples["compiled"].logprobs[:2].sum(-1)).exp()
     assert torch.allclose(first_ratio, torch.ones_like(first_ratio), atol=1e-5, rtol=0)
     assert grads["compiled"].keys() == grads["eager"].keys() and any("lora_A" in n for n in grads["eager"])
     for n, g in grads["eager"].items():
         assert torch.allclose(grads["compiled"][n], g, atol=1e-5, rtol=1e-4), n
+
+
+def test_layer_halves_are_the_decoder_layer(tiny_dir):
+    """The prefill's regrouping of a decoder layer (the halves run uncompiled around the cache write and attention)
+    computes exactly transformers' layers, with both decoders' caches and masks."""
+    model, processor = _lora_model(tiny_dir)
+    ids, mask, px = processor(random_images(3, seed=10), INSTRUCTIONS)
+    for decode in ("dynamic", "static"):
+        model.compiled_prefill = None
+        reference = model.generate_actions(ids, mask, px, decode=decode, generator=torch.Generator().manual_seed(2))
+        model.compiled_prefill = (ovp._layer_before_cache, ovp._layer_after_attention)
+        sample = model.generate_actions(ids, mask, px, decode=decode, generator=torch.Generator().manual_seed(2))
+        for field in ("tokens", "logprobs", "values", "logits"):
+            assert torch.equal(getattr(sample, field), getattr(reference, field)), (decode, field)
+
+
+@pytest.fixture(scope="module")
+def tiny10_dir(tmp_path_factory):
+    """A tiny checkpoint with 10 decoder layers: more than torch.compile's 8 recompiles per function."""
+    return ovp.make_tiny_openvla(tmp_path_factory.mktemp("ckpt") / "tiny-openvla-10",
+                                 sizes={"llm": {**ovp.TINY_SIZES["llm"], "num_hidden_layers": 10}})
+
+
+@needs_inductor
+def test_compiled_prefill_one_graph_for_all_layers(tiny10_dir):
+    """The rollout's compiled prefill: one graph per layer half whatever the depth, for both decoders (2-D or 4-D
+    masks), a new batch size and prompt length; tokens, log-probs and values as eager (fp32, padded batch)."""
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the same LoRA init in both
+        models.append(_lora_model(tiny10_dir))
+    (eager, processor), (compiled, _) = models
+    compile_decoder_layers(compiled)
+    torch._dynamo.reset()  # the halves are shared by every model of the process: count from zero
+    graphs = counters["stats"]["unique_graphs"]
+    batches = [processor(random_images(3, seed=11), INSTRUCTIONS), processor(random_images(2, seed=12), INSTRUCTIONS[:2])]
+    for (ids, mask, px), decode in [(batches[0], "dynamic"), (batches[0], "static"), (batches[1], "static")]:
+        runs = [model.generate_actions(ids, mask, px, decode=decode, generator=torch.Generator().manual_seed(3))
+                for model in (eager, compiled)]
+        assert torch.equal(runs[1].tokens, runs[0].tokens), decode
+        for field in ("logprobs", "values", "logits"):
+            assert torch.allclose(getattr(runs[1], field), getattr(runs[0], field), atol=1e-5, rtol=0), (decode, field)
+    assert counters["stats"]["unique_graphs"] - graphs == 2  # before the cache, after the attention: 10 layers
 
 
 # --- bench/throughput.py smoke run -----------------------------------------------------------------------
@@ -185,12 +237,20 @@ def run_throughput(tmp_path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@needs_inductor
 def test_throughput_bench_tiny_rollout_rows(tmp_path):
-    (row,) = run_throughput(tmp_path, "--sections", "rollout", "--quant", "bf16", "--lora", "on", "--batch-sizes", "2",
-                            "--hf-loop-max-batch", "0")["rollout"]
-    assert {"quant": "bf16", "batch": 2, "lora": True}.items() <= row.items()
-    assert row["ours_over_floor"] == row["ours_s"] / row["floor_s"] > 0
-    assert row["graph_exact"] and row["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
+    """The rollout section, eager and (--rollout-compile) with the prefill through the compiled layer halves."""
+    rows = run_throughput(tmp_path, "--sections", "rollout", "--quant", "bf16", "--lora", "on", "--batch-sizes", "2",
+                          "--hf-loop-max-batch", "0", "--rollout-compile")["rollout"]
+    assert [row["compile"] for row in rows] == [False, True]
+    for row in rows:
+        assert {"quant": "bf16", "batch": 2, "lora": True}.items() <= row.items() and "error" not in row
+        assert row["ours_over_floor"] == row["ours_s"] / row["floor_s"] > 0
+        assert row["prefill_s"] > 0 and row["prefill_cached_s"] > 0
+    eager, compiled = rows
+    assert eager["graph_exact"] and eager["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
+    assert compiled["compiled_within_1e-3_of_eager"] and compiled["prefill_cached_eager_s"] > 0
+    assert compiled["first_ratio_max_dev"] < 1e-2  # bf16, the cached rollout vs the teacher-forced update
 
 
 @pytest.mark.parametrize("compiled", [False, True])
