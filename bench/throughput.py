@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import platform
 import statistics
@@ -112,6 +113,8 @@ class Args:
     """the `tiny_ppo` section's numbers of envs"""
     tiny_ppo_env_parts: list[int] = field(default_factory=lambda: [1, 2])
     """the `tiny_ppo` section's --env-parts values, each run with every number of envs"""
+    tiny_ppo_compile: list[bool] = field(default_factory=lambda: [False])
+    """the `tiny_ppo` section's --compile values (False True: each run also with the decoder layers compiled)"""
     tiny_ppo_iterations: int = 3
     """iterations per `tiny_ppo` run; the last one is reported (the first captures CUDA graphs)"""
     tiny: bool = False
@@ -584,16 +587,16 @@ def measure_iteration(args: Args, config) -> dict:
 
 def measure_tiny_ppo(args: Args) -> list[dict]:
     """PPO on a tiny random checkpoint (the learning experiment's sizes, 16 minibatches as there), per number of
-    envs and --env-parts: what the rollout's env overlap gains where inference is cheap."""
+    envs, --env-parts and --compile: what the env overlap and the fused layers gain where inference is cheap."""
     work = Path(tempfile.mkdtemp(prefix="openvla-tiny-"))
     ovp.make_tiny_openvla(work / "tiny", seed=0)
     rows = []
-    for envs in args.tiny_ppo_envs:
-        for parts in args.tiny_ppo_env_parts:
-            flags = ["--num-envs", str(envs), "--num-steps", "80", "--num-minibatches", "16", "--num-iterations",
-                     str(args.tiny_ppo_iterations), "--save-every", "1000", "--env-parts", str(parts)]
-            rows.append({"envs": envs, "env_parts": parts, **run_ppo(work / "tiny", flags, work)})
-            print(json.dumps(rows[-1]), flush=True)
+    for envs, parts, compiled in itertools.product(args.tiny_ppo_envs, args.tiny_ppo_env_parts, args.tiny_ppo_compile):
+        flags = ["--num-envs", str(envs), "--num-steps", "80", "--num-minibatches", "16", "--num-iterations",
+                 str(args.tiny_ppo_iterations), "--save-every", "1000", "--env-parts", str(parts)]
+        flags += ["--compile"] if compiled else []
+        rows.append({"envs": envs, "env_parts": parts, "compile": compiled, **run_ppo(work / "tiny", flags, work)})
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

@@ -1,7 +1,7 @@
-# What the session drivers (learning_s*/drive.sh) share, sourced by them on the GPU machine: the working tree
-# copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into $LEARN_DIR=/tmp/learn,
-# a timestamped log (/tmp/out/driver.log), `evalv` (eval_generalization.py on the test seeds), `pack_run`, `arm`,
-# `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
+# What the session drivers (learning_s*/ and speed_s*/ drive.sh) share, sourced by them on the GPU machine: the
+# working tree copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into
+# $LEARN_DIR=/tmp/learn, a timestamped log (/tmp/out/driver.log), `tp` (bench/throughput.py), `evalv`
+# (eval_generalization.py on the test seeds), `pack_run`, `arm`, `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -10,6 +10,11 @@ mkdir -p /tmp/out /tmp/learn
 [ -f .learn/s5/resume.tar.xz ] && tar -C /tmp/learn -xJf .learn/s5/resume.tar.xz  # session 5's PPO, where carried
 start=$(date +%s)
 log() { echo "$* t=$(( $(date +%s) - start ))s $(date +%T)" >> /tmp/out/driver.log; }
+tp() {  # name, then bench/throughput.py flags -> /tmp/out/<name>.json and .log
+  local name=$1; shift
+  python3 bench/throughput.py "$@" --out "/tmp/out/$name.json" > "/tmp/out/$name.log" 2>&1
+  log "$name rc=$?"
+}
 evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXTRA, envs in $EVAL_ENVS]
   local out=$1 ep=$2; shift 2; local variants=(); while [ "$1" != -- ]; do variants+=("$1"); shift; done; shift
   python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \

@@ -32,6 +32,7 @@
 # plate's demonstrations alone did not (0.315, n.s.) and cost `train` (0.43). Both arms on one 16-core machine at
 # once would not finish in one 30-minute hold. Session 16 ran ARM=vlr1e5 (towers at 1e-5 instead of 5e-5) on one
 # nvidia-h200: the grasps held and `train` rose 0.545 -> 0.62 (n.s.; BENCHMARKS.md section 4).
+# Session 17 ran ARM=vlr1e5s2 LIKELIHOOD=0 (vlr1e5's second seed) from bench/results/learning_s17/drive.sh.
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -49,11 +50,13 @@ flags() {  # arm -> its PPO flags
     ptx01) echo "$PTX --ptx-coef 0.1" ;;
     towers) echo "$TOWERS" ;;  # the demonstrations then serve demo_likelihood below only
     vlr1e5) echo "--train-vision --vision-learning-rate 1e-5" ;;  # towers at a fifth of the rate (session 16)
+    vlr1e5s2) echo "--train-vision --vision-learning-rate 1e-5 --seed 2" ;;  # its second seed (session 17)
     *) return 1 ;;
   esac
 }
 for a in $ARM; do flags "$a" > /dev/null || { log "unknown arm $a"; exit 2; }; done
-ptx_demos  # -> $LEARN_DIR/ptx_demos.npz
+LIKELIHOOD=${LIKELIHOOD:-1}  # 0: no demonstrations and no demo_likelihood (~4 GPU minutes saved; arms without ptx only)
+[ "$LIKELIHOOD" = 1 ] && ptx_demos  # -> $LEARN_DIR/ptx_demos.npz
 # the i-th arm on GPU i modulo the GPUs there are. bcplate's rollouts do not enter its policy's loss (--pg-coef 0,
 # no entropy bonus, no KL stop: each of its 16 minibatches per iteration is one ptx step, as in ptxplate), so it
 # runs 4 envs instead of 24, which leaves the CPU to the other arm, and is tested on `train` and the plate only
@@ -64,6 +67,7 @@ i=0; for a in $ARM; do
 done
 stop_and_wait
 # how far each arm moved from the demonstrations, per variant, and the instruction's pull
+[ "$LIKELIHOOD" = 1 ] || { log DONE; exit 0; }
 runs=(); for a in $ARM; do runs+=("$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$a"__*/ | tail -1)"); done
 python3 bench/demo_likelihood.py --demos "$LEARN_DIR/ptx_demos.npz" --checkpoints "$LEARN_DIR/prior" \
   "${runs[@]}" --labels prior $ARM --out /tmp/out/demo_likelihood.json > /tmp/out/demo_likelihood.log 2>&1

@@ -6,12 +6,7 @@
 # One call, carry [".device"]; the brief's prefix, then
 #   (setsid bash bench/results/speed_s15/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 540; cat /tmp/out/driver.log
 # and poll (each poll copying /tmp/out/*.json to $OUT) until DONE (~16 minutes held).
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, /tmp/out, log
-tp() {  # name, then bench/throughput.py flags -> /tmp/out/<name>.json and .log
-  local name=$1; shift
-  python3 bench/throughput.py "$@" --out "/tmp/out/$name.json" > "/tmp/out/$name.log" 2>&1
-  log "$name rc=$?"
-}
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, /tmp/out, log, tp
 log start
 tp iteration_compiled --sections iteration --iteration-compile
 tp iteration_eager --sections iteration
