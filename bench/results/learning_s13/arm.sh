@@ -32,7 +32,8 @@
 # plate's demonstrations alone did not (0.315, n.s.) and cost `train` (0.43). Both arms on one 16-core machine at
 # once would not finish in one 30-minute hold. Session 16 ran ARM=vlr1e5 (towers at 1e-5 instead of 5e-5) on one
 # nvidia-h200: the grasps held and `train` rose 0.545 -> 0.62 (n.s.; BENCHMARKS.md section 4).
-# Session 17 ran ARM=vlr1e5s2 LIKELIHOOD=0 (vlr1e5's second seed) from bench/results/learning_s17/drive.sh.
+# Session 17 ran ARM=vlr1e5s2 LIKELIHOOD=0 (vlr1e5's second seed) from bench/results/learning_s17/drive.sh: `train`
+# 0.535, the prior's level (seed 1: 0.62; BENCHMARKS.md section 4).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
