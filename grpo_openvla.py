@@ -186,8 +186,8 @@ class Args:
     compile: bool = False
     """torch.compile the LM's decoder layers for the update (fused elementwise work: the blog iteration's update
     59.7 -> 41.7 s on an H100, BENCHMARKS.md 1); compiled at the first update (~1 min at 7B); the rollout's prefill
-    too, as two compiled halves per layer around the eager KV-cache writes (rollout step 0.355 -> 0.285 s at 24 envs),
-    its decode steps stay eager; same gradient"""
+    and decode steps too, as two compiled halves per layer around the eager KV-cache writes (the prefill's share
+    measured: rollout step 0.355 -> 0.285 s at 24 envs); same gradient"""
     output_dir: str = "runs"
     """where run directories (tensorboard events, checkpoints, videos) are created"""
     eval_every: int = 10

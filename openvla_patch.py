@@ -27,7 +27,7 @@ that changes the gradient. It provides:
 * Speed (issue 13): the 6 decode steps replayed as a CUDA graph over a static KV cache on GPUs (the eager
   path kept as the reference); LoRA computing in the base dtype over fp32 master weights (`lm_autocast`);
   the rollout's patch embeddings reusable by the update, which then skips the frozen vision towers; the
-  decoder layers compiled for the update's teacher-forced passes and the rollout's prefill
+  decoder layers compiled for the update's teacher-forced passes and the rollout's prefill and decode steps
   (`compile_decoder_layers`, opt-in).
 * `load_vla`: bf16/fp32, 4-bit NF4 language model (bitsandbytes), LoRA (peft), gradient checkpointing,
   SDPA or flash-attention; `save_adapter` / `save_pretrained` write what `load_vla` reads back, and
@@ -420,9 +420,9 @@ class OpenVLAForActionPrediction(nn.Module):
         """Captured decode steps by (batch, cache length), each with its KV cache; `.clear()` frees them."""
         self.cuda_graph_error: str | None = None
         """Why capturing a decode graph failed, if it did; automatic decoding is eager from then on."""
-        self.compiled_prefill: tuple[Callable, Callable] | None = None
+        self.compiled_halves: tuple[Callable, Callable] | None = None
         """The compiled halves of a decoder layer around its KV cache, set by `compile_decoder_layers`: the rollout's
-        prefill runs them (see there); None: transformers' layers, the reference."""
+        prefill and decode steps run them (see there); None: transformers' layers, the reference."""
 
     # -- pieces --------------------------------------------------------------------------------------
 
@@ -554,13 +554,13 @@ class OpenVLAForActionPrediction(nn.Module):
         graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
         force one (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
-        `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill runs compiled
-        halves of each layer around an eager cache write and the decode steps run eager layers (see there).
+        `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill and the decode
+        steps run compiled halves of each layer around an eager cache write (see there).
         """
         patches = self.embed_images(pixel_values)  # (B, P, H)
         embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, patches)
         tokens, logprobs, all_logits = [], [], []
-        with torch.compiler.set_stance("force_eager"):  # compiled layers eager here (a no-op unless compiled)
+        with torch.compiler.set_stance("force_eager"):  # whole compiled layers eager here (a no-op unless compiled)
             decoder = self._decoder(embeds.shape[0], embeds.shape[1], decode)
             hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
             values = self._values(hidden, detach_input=True)
@@ -599,7 +599,7 @@ class OpenVLAForActionPrediction(nn.Module):
             raise OpenVLAError('decode="cuda_graph" needs the model on a CUDA device')
         key = (batch, length)
         decoder = self.decode_graphs.get(key)
-        if decoder is not None and decoder.fingerprint == _fingerprint(lm):
+        if decoder is not None and decoder.fingerprint == _fingerprint(self):
             return decoder
         self.decode_graphs.pop(key, None)  # a replaced parameter: free the stale graph and its cache first
         try:
@@ -636,9 +636,11 @@ STATIC_CACHE_MULTIPLE = 16
 """Static KV caches hold a multiple of this many slots, so that prompts of similar lengths share a graph."""
 
 
-def _fingerprint(lm: nn.Module) -> tuple:
-    """What a captured graph depends on beyond shapes: the training flag and every parameter's address."""
-    return lm.training, tuple(p.data_ptr() for p in lm.parameters())
+def _fingerprint(model: OpenVLAForActionPrediction) -> tuple:
+    """What a captured graph depends on beyond shapes: the training flag, the layers it runs (transformers' or the
+    compiled halves) and every parameter's address."""
+    lm = model.causal_lm
+    return lm.training, model.compiled_halves, tuple(p.data_ptr() for p in lm.parameters())
 
 
 def _attention_mask_4d(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
@@ -659,19 +661,16 @@ class _DynamicCacheDecoder:
     def prefill(self, embeds: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """The (B, T, H) prompt -> hidden state (B, H) of its last token; fills the cache."""
         self.cache = DynamicCache(config=self.model.causal_lm.config)
-        hidden = _prefill_lm(self.model, embeds, mask, position_ids, self.cache)
+        hidden = _run_lm(self.model, embeds, mask, position_ids, self.cache)
         self.mask, self.position_ids = mask, position_ids[:, -1:]
         return hidden[:, -1]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """The (B,) tokens just chosen -> hidden state (B, H) that predicts the next ones."""
-        lm = self.model.causal_lm
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
         self.position_ids = self.position_ids + 1
-        with self.model.lm_autocast():
-            out = lm.model(inputs_embeds=lm.get_input_embeddings()(tokens[:, None]), attention_mask=self.mask,
-                           position_ids=self.position_ids, past_key_values=self.cache, use_cache=True)
-        return out.last_hidden_state[:, -1]
+        embeds = self.model.causal_lm.get_input_embeddings()(tokens[:, None])  # (B, 1, H)
+        return _run_lm(self.model, embeds, self.mask, self.position_ids, self.cache)[:, -1]
 
 
 class _StaticKVCache:
@@ -704,7 +703,7 @@ class StaticCacheDecoder:
     def __init__(self, model: OpenVLAForActionPrediction, batch: int, length: int, cuda_graph: bool):
         lm = model.causal_lm
         weight = lm.get_input_embeddings().weight
-        self.model, self.length, self.fingerprint = model, length, _fingerprint(lm)
+        self.model, self.length, self.fingerprint = model, length, _fingerprint(model)
         self.cache = _StaticKVCache(lm.config, batch, length, weight.dtype, weight.device)
         # The inputs of a decode step, written in place before it runs:
         self.tokens = torch.full((batch, 1), model.config.action_token_ids.start, device=weight.device)  # (B, 1)
@@ -730,10 +729,7 @@ class StaticCacheDecoder:
         slots = torch.arange(self.length, device=self.key_valid.device)
         allowed = self.key_valid & (slots <= self.cache.slot)  # (B, C): real prompt tokens, decode slots so far
         mask = _attention_mask_4d(allowed[:, None], lm.config._attn_implementation, self.cache.keys[0].dtype)
-        with self.model.lm_autocast():
-            out = lm.model(inputs_embeds=lm.get_input_embeddings()(self.tokens), attention_mask=mask,
-                           position_ids=self.position_ids, past_key_values=self.cache, use_cache=True)
-        return out.last_hidden_state[:, -1]
+        return _run_lm(self.model, lm.get_input_embeddings()(self.tokens), mask, self.position_ids, self.cache)[:, -1]
 
     def prefill(self, embeds: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """The (B, T, H) prompt -> hidden state (B, H) of its last token; fills cache slots 0..T-1."""
@@ -741,8 +737,8 @@ class StaticCacheDecoder:
         n = embeds.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
         allowed = causal & mask[:, None, :].bool()  # (B, T, T)
-        hidden = _prefill_lm(self.model, embeds, _attention_mask_4d(allowed, lm.config._attn_implementation, embeds.dtype),
-                             position_ids, self.cache)
+        hidden = _run_lm(self.model, embeds, _attention_mask_4d(allowed, lm.config._attn_implementation, embeds.dtype),
+                         position_ids, self.cache)
         self.key_valid[:, :n] = mask.bool()
         self.key_valid[:, n:] = True
         self.cache.slot.fill_(n - 1)  # `step` advances it before writing
@@ -780,18 +776,21 @@ class StaticCacheDecoder:
 # Passes with a KV cache cannot call the compiled layers: each layer writes its own key / value buffers, picked by
 # its `layer_idx`, which torch.compile specialises on: one graph per layer, and past 8 layers (torch's recompile
 # limit) it gives up on the layer's forward for good, in the update too. So `generate_actions` runs under
-# `torch.compiler.set_stance("force_eager")`: the 6 decode steps (and the rollout's CUDA graph, captured from them)
-# run the eager layers, exactly as without compiling. The prefill (~280 tokens x B; eager 1.2-1.7x its floor, from
-# the same elementwise work, issue 13) instead runs each layer as two compiled halves around an eager middle
-# (`_prefill_lm`): `_layer_before_cache` (input RMSNorm, LoRA q/k/v projections, RoPE -> q, k, v), then eagerly the
-# cache write and the attention function with the mask transformers would pass it, then `_layer_after_attention`
-# (o_proj, residual, post-attention RMSNorm, MLP, residual). The halves are functions of tensors and the layer
-# module, whose parameters are graph inputs and whose `layer_idx` they never read: all layers share one graph per
-# half (tests/test_speed.py counts them). They are the statements of transformers' LlamaDecoderLayer and
-# LlamaAttention, regrouped; HF's own forward stays the eager reference (`compiled_prefill` None).
+# `torch.compiler.set_stance("force_eager")`, and its prefill (~280 tokens x B; eager 2.0-2.1x its floor at 7B,
+# from the same elementwise work, issue 13) and its 6 decode steps run each layer as two compiled halves around an
+# eager middle (`_run_lm`): `_layer_before_cache` (input RMSNorm, LoRA q/k/v projections, RoPE -> q, k, v), then
+# eagerly the cache write and the attention function with the mask transformers would pass it, then
+# `_layer_after_attention` (o_proj, residual, post-attention RMSNorm, MLP, residual). The halves are functions of
+# tensors and the layer module, whose parameters are graph inputs and whose `layer_idx` they never read: all layers
+# share one graph per half, plus one for the decode steps' single token (tests/test_speed.py counts them). They are
+# the statements of transformers' LlamaDecoderLayer and LlamaAttention, regrouped; HF's own forward stays the eager
+# reference (`compiled_halves` None). The decode step's CUDA graph is captured from the halves as from any other
+# kernels (after two warm-up calls that compile them); a captured graph remembers which layers it ran
+# (`_fingerprint`). Measured at 7B (BENCHMARKS.md 1, session 17, prefill only): the prefill 1.33-1.34x faster, the
+# rollout step 1.25-1.30x, tokens identical to eager, log-probs within 5e-4.
 #
-# So the rollout and the update compute with fused kernels (the decode steps with eager ones), yet PPO's first
-# ratio must stay 1: the rollout's log-probs and the learner's must be the same function, rounded the same way.
+# So the rollout and the update compute with fused kernels, yet PPO's first ratio must stay 1: the rollout's
+# log-probs and the learner's must be the same function, rounded the same way.
 # In fp32 they agree within 1e-5 (tested). In bf16 a fused kernel keeps its intermediates in fp32 where eager
 # rounds after every operation: that moved the tiny model's composite (7-token) log-prob by 2e-3 to 6e-3 against
 # the eager rollout (CPU, 10 batches; eager against eager: 0 to 5e-5). `emulate_precision_casts` makes the
@@ -804,12 +803,12 @@ COMPILE_OPTIONS = {"emulate_precision_casts": True}
 
 def compile_decoder_layers(model: OpenVLAForActionPrediction, dynamic: bool = True) -> int:
     """Compile each decoder layer of the language model in place, for every pass without a KV cache, and the
-    halves of a layer that the rollout's prefill runs (see the comment above); compilation happens at the first
+    halves of a layer that the rollout's prefill and decode steps run (see the comment above); compilation happens at the first
     such pass. `dynamic=False`: a graph per input shape (the bench's comparison). -> the number of layers compiled."""
     layers = model.causal_lm.model.layers  # `causal_lm` sees through the peft wrapper
     for layer in layers:
         layer.compile(dynamic=dynamic, options=COMPILE_OPTIONS)
-    model.compiled_prefill = _compiled_layer_halves(dynamic)
+    model.compiled_halves = _compiled_layer_halves(dynamic)
     return len(layers)
 
 
@@ -834,17 +833,17 @@ def _layer_after_attention(layer: nn.Module, hidden: torch.Tensor, attended: tor
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
-def _prefill_lm(model: OpenVLAForActionPrediction, embeds: torch.Tensor, mask: torch.Tensor,
-                position_ids: torch.Tensor, kv_cache) -> torch.Tensor:
-    """The prompt (B, T, H) through the LM, writing every layer's keys and values into `kv_cache` -> the final
-    hidden states (B, T, H). `mask`: 2-D padding mask, or a ready 4-D one. transformers' LlamaModel, or after
-    `compile_decoder_layers` its loop over the compiled layer halves (the comment above)."""
+def _run_lm(model: OpenVLAForActionPrediction, embeds: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor,
+            kv_cache) -> torch.Tensor:
+    """The prompt (B, T, H) or one decode step's token (B, 1, H) through the LM, writing every layer's keys and values
+    into `kv_cache` -> the final hidden states (B, T, H). `mask`: 2-D padding mask, or a ready 4-D one. transformers'
+    LlamaModel, or after `compile_decoder_layers` its loop over the compiled layer halves (the comment above)."""
     llama = model.causal_lm.model
     with model.lm_autocast():
-        if model.compiled_prefill is None:
+        if model.compiled_halves is None:
             return llama(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, past_key_values=kv_cache,
                          use_cache=True).last_hidden_state
-        before_cache, after_attention = model.compiled_prefill
+        before_cache, after_attention = model.compiled_halves
         mask = create_causal_mask(config=llama.config, inputs_embeds=embeds, attention_mask=mask,
                                   past_key_values=kv_cache, position_ids=position_ids)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(llama.config._attn_implementation, eager_attention_forward)

@@ -14,9 +14,9 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   rollout's reused patch embeddings); and (c) the released code's only option, batch-size-1 HF
   `generate` in a loop over the B envs (`--hf-loop-max-batch`). With `--rollout-compile` each model then
   gets `compile_decoder_layers` (the scripts' --compile) and a second row per B (`compile: true`): the rollout
-  step with the prefill through the compiled layer halves, timed against the same model's eager prefill and
-  checked against it with one seed (tokens equal, log-prob differences, the first ratio under the compiled
-  update's layers).
+  step with the prefill and decode steps through the compiled layer halves, timed against the same model with
+  transformers' layers there and checked against it with one seed (tokens equal, log-prob differences, the
+  first ratio under the compiled update's layers).
 * `update`: one PPO update sample (teacher-forced `evaluate_actions` + backward, LoRA r=32 + value
   head) with and without gradient checkpointing, images through the vision towers or the rollout's patch
   embeddings reused, growing the micro-batch until it no longer fits.
@@ -91,7 +91,8 @@ class Args:
     """timed repetitions after warm-up (median reported)"""
     rollout_compile: bool = False
     """the `rollout` section also with the decoder layers compiled (`openvla_patch.compile_decoder_layers`, the
-    scripts' --compile): rows with `compile: true`, the prefill through the compiled layer halves vs eager"""
+    scripts' --compile): rows with `compile: true`, the prefill and decode steps through the compiled layer halves
+    vs transformers' layers"""
     profile_micro_batch: int = 16
     """the `profile` section's micro-batch"""
     profile_compile: bool = False
@@ -245,13 +246,14 @@ def decode_step_s(model, embeds, mask, position_ids, decode: str, repeats: int) 
     tokens = model._action_ids[:1].expand(embeds.shape[0])
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up (and captures the graph)
-        decoder = model._decoder(embeds.shape[0], embeds.shape[1], decode)
-        decoder.prefill(embeds, mask, position_ids)
-        sync()
-        t = time.perf_counter()
-        for _ in range(6):
-            decoder.step(tokens)
-        sync()
+        with torch.compiler.set_stance("force_eager"):  # as in generate_actions: whole compiled layers eager
+            decoder = model._decoder(embeds.shape[0], embeds.shape[1], decode)
+            decoder.prefill(embeds, mask, position_ids)
+            sync()
+            t = time.perf_counter()
+            for _ in range(6):
+                decoder.step(tokens)
+            sync()
         times.append((time.perf_counter() - t) / 6)
         del decoder  # before the next one allocates its KV cache
     return statistics.median(times[1:])
@@ -266,13 +268,14 @@ def cached_prefill(model, ids, mask, px) -> None:
 
 
 @contextlib.contextmanager
-def eager_prefill(model):
-    """On a model after `compile_decoder_layers`: `generate_actions` with transformers' layers for the prefill too."""
-    halves, model.compiled_prefill = model.compiled_prefill, None
+def eager_cached_passes(model):
+    """On a model after `compile_decoder_layers`: `generate_actions` with transformers' layers for the prefill and
+    the decode steps, as before compiling (a decode graph captured from the halves is not replayed: `_fingerprint`)."""
+    halves, model.compiled_halves = model.compiled_halves, None
     try:
         yield
     finally:
-        model.compiled_prefill = halves
+        model.compiled_halves = halves
 
 
 def sample_diff(a, b, name: str) -> dict:
@@ -364,25 +367,32 @@ def rollout_row(args: Args, model, processor, quant: str, lora: bool, batch: int
 
 
 def rollout_compile_row(args: Args, model, processor, quant: str, lora: bool, batch: int, ceilings: dict) -> dict:
-    """The rollout step after `compile_decoder_layers`: the prefill through the compiled layer halves (the decode
-    steps stay eager: CUDA graph or not), against the same model's eager prefill. `prefill_s` is the teacher-forced
-    pass as in the eager rows (here through the update's compiled layers); `prefill_cached_s` the rollout's."""
+    """The rollout step after `compile_decoder_layers`: the prefill and the decode steps (CUDA graph by default)
+    through the compiled layer halves, against the same model with transformers' layers there (`*_eager_*`).
+    `prefill_s` is the teacher-forced pass as in the eager rows (here through the update's compiled layers);
+    `prefill_cached_s` the rollout's."""
     ids, mask, px = inputs(processor, batch)
     reset_peak()
     ours = timed(partial(model.generate_actions, ids, mask, px), args.repeats)  # the warm-up compiles
     peak = peak_gib()
-    with eager_prefill(model):
-        ours_eager_prefill = timed(partial(model.generate_actions, ids, mask, px), args.repeats)
+    with eager_cached_passes(model):
+        ours_eager_layers = timed(partial(model.generate_actions, ids, mask, px), args.repeats)
     floor, prefill_floor, tokens = rollout_floors(model, ids, quant, ceilings)
     row = {"quant": quant, "batch": batch, "lora": lora, "compile": True, "ours_s": ours, "floor_s": floor,
-           "ours_over_floor": ours / floor, "ours_eager_prefill_s": ours_eager_prefill,
-           "ours_eager_prefill_over_floor": ours_eager_prefill / floor, "prefill_floor_s": prefill_floor,
+           "ours_over_floor": ours / floor, "ours_eager_layers_s": ours_eager_layers,
+           "ours_eager_layers_over_floor": ours_eager_layers / floor, "prefill_floor_s": prefill_floor,
            "peak_gib": peak, "prompt_tokens": tokens}
     with torch.no_grad():
         row["prefill_s"] = timed(partial(model.forward, ids, mask, px, ids[:, -1:]), args.repeats)
         row["prefill_cached_s"] = timed(partial(cached_prefill, model, ids, mask, px), args.repeats)
-        with eager_prefill(model):
+        with eager_cached_passes(model):
             row["prefill_cached_eager_s"] = timed(partial(cached_prefill, model, ids, mask, px), args.repeats)
+        embeds, m, pos = model._prefill_inputs(ids, mask, model.embed_images(px))
+    fast = "cuda_graph" if DEVICE == "cuda" else "static"  # the default decoder (static: its code, uncaptured)
+    row[f"decode_step_ms_{fast}"] = 1e3 * decode_step_s(model, embeds, m, pos, fast, args.repeats)
+    with eager_cached_passes(model):
+        row[f"decode_step_ms_{fast}_eager_layers"] = 1e3 * decode_step_s(model, embeds, m, pos, fast, args.repeats)
+    row["cuda_graph_error"] = model.cuda_graph_error
     row["prefill_cached_over_floor"] = row["prefill_cached_s"] / prefill_floor
     row["prefill_cached_eager_over_floor"] = row["prefill_cached_eager_s"] / prefill_floor
 
@@ -391,7 +401,7 @@ def rollout_compile_row(args: Args, model, processor, quant: str, lora: bool, ba
                                       generator=torch.Generator(DEVICE).manual_seed(0))
 
     compiled = run()
-    with eager_prefill(model):
+    with eager_cached_passes(model):
         eager = run()
     row.update(sample_diff(compiled, eager, "compiled_vs_eager"))
     row["first_ratio_max_dev"] = first_ratio_max_dev(model, ids, mask, compiled)  # the update's compiled layers

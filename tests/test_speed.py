@@ -142,7 +142,7 @@ needs_inductor = pytest.mark.skipif(
 @needs_inductor
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_compiled_decoder_layers_equal_eager(tiny_dir, checkpointing):
-    """After compile_decoder_layers the rollout (its prefill through the compiled layer halves, its decode steps eager)
+    """After compile_decoder_layers the rollout (its prefill and decode steps through the compiled layer halves)
     gives eager's tokens, log-probs and values, and the update's teacher-forced pass through the compiled layers
     eager's log-probs, entropies, values and LoRA gradients (fp32): the first ratio of a compiled rollout under a
     compiled update stays 1."""
@@ -183,14 +183,14 @@ def test_compiled_decoder_layers_equal_eager(tiny_dir, checkpointing):
 
 
 def test_layer_halves_are_the_decoder_layer(tiny_dir):
-    """The prefill's regrouping of a decoder layer (the halves run uncompiled around the cache write and attention)
-    computes exactly transformers' layers, with both decoders' caches and masks."""
+    """The cached passes' regrouping of a decoder layer (the halves run uncompiled around the cache write and
+    attention) computes exactly transformers' layers, prefill and decode steps, with both decoders' caches and masks."""
     model, processor = _lora_model(tiny_dir)
     ids, mask, px = processor(random_images(3, seed=10), INSTRUCTIONS)
     for decode in ("dynamic", "static"):
-        model.compiled_prefill = None
+        model.compiled_halves = None
         reference = model.generate_actions(ids, mask, px, decode=decode, generator=torch.Generator().manual_seed(2))
-        model.compiled_prefill = (ovp._layer_before_cache, ovp._layer_after_attention)
+        model.compiled_halves = (ovp._layer_before_cache, ovp._layer_after_attention)
         sample = model.generate_actions(ids, mask, px, decode=decode, generator=torch.Generator().manual_seed(2))
         for field in ("tokens", "logprobs", "values", "logits"):
             assert torch.equal(getattr(sample, field), getattr(reference, field)), (decode, field)
@@ -204,9 +204,10 @@ def tiny10_dir(tmp_path_factory):
 
 
 @needs_inductor
-def test_compiled_prefill_one_graph_for_all_layers(tiny10_dir):
-    """The rollout's compiled prefill: one graph per layer half whatever the depth, for both decoders (2-D or 4-D
-    masks), a new batch size and prompt length; tokens, log-probs and values as eager (fp32, padded batch)."""
+def test_compiled_cached_passes_few_graphs_for_all_layers(tiny10_dir):
+    """The rollout's compiled prefill and decode steps: per layer half one graph for the prompt and one for the decode
+    steps' single token, whatever the depth, for both decoders (2-D or 4-D masks), a new batch size and prompt length;
+    tokens, log-probs and values as eager (fp32, padded batch)."""
     models = []
     for _ in range(2):
         torch.manual_seed(0)  # the same LoRA init in both
@@ -222,7 +223,7 @@ def test_compiled_prefill_one_graph_for_all_layers(tiny10_dir):
         assert torch.equal(runs[1].tokens, runs[0].tokens), decode
         for field in ("logprobs", "values", "logits"):
             assert torch.allclose(getattr(runs[1], field), getattr(runs[0], field), atol=1e-5, rtol=0), (decode, field)
-    assert counters["stats"]["unique_graphs"] - graphs == 2  # before the cache, after the attention: 10 layers
+    assert counters["stats"]["unique_graphs"] - graphs == 4  # before the cache, after the attention: T > 1 and T = 1
 
 
 # --- bench/throughput.py smoke run -----------------------------------------------------------------------
@@ -239,7 +240,8 @@ def run_throughput(tmp_path, *args: str) -> dict:
 
 @needs_inductor
 def test_throughput_bench_tiny_rollout_rows(tmp_path):
-    """The rollout section, eager and (--rollout-compile) with the prefill through the compiled layer halves."""
+    """The rollout section, eager and (--rollout-compile) with the prefill and decode steps through the compiled layer
+    halves."""
     rows = run_throughput(tmp_path, "--sections", "rollout", "--quant", "bf16", "--lora", "on", "--batch-sizes", "2",
                           "--hf-loop-max-batch", "0", "--rollout-compile")["rollout"]
     assert [row["compile"] for row in rows] == [False, True]
@@ -250,6 +252,7 @@ def test_throughput_bench_tiny_rollout_rows(tmp_path):
     eager, compiled = rows
     assert eager["graph_exact"] and eager["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
     assert compiled["compiled_within_1e-3_of_eager"] and compiled["prefill_cached_eager_s"] > 0
+    assert compiled["decode_step_ms_static"] > 0 and compiled["decode_step_ms_static_eager_layers"] > 0
     assert compiled["first_ratio_max_dev"] < 1e-2  # bf16, the cached rollout vs the teacher-forced update
 
 
