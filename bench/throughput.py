@@ -105,6 +105,11 @@ class Args:
     iteration_compile: bool = False
     """the `iteration` section with the script's --compile (decoder layers compiled for the update); it then runs
     two iterations and reports the second, whose update does not compile"""
+    iteration_gradient_checkpointing: bool = True
+    """the `iteration` section with the script's --gradient-checkpointing (off: activations kept, ~30 % less update
+    compute, far more memory: pair it with --iteration-micro-batch)"""
+    iteration_micro_batch: int = 0
+    """the `iteration` section's --micro-batch-size (0: the script's default, a whole minibatch per backward)"""
     iteration_envs: int = 24
     """envs of the full-iteration section (the blog's 24)"""
     iteration_env_parts: int = 1
@@ -590,8 +595,10 @@ def measure_iteration(args: Args, config) -> dict:
     del model
     torch.cuda.empty_cache()
     flags = ["--num-envs", str(args.iteration_envs), "--num-steps", "80", "--num-minibatches", "20",
-             "--num-iterations", "2" if args.iteration_compile else "1", "--gradient-checkpointing",
-             "--env-parts", str(args.iteration_env_parts)] + (["--compile"] if args.iteration_compile else [])
+             "--num-iterations", "2" if args.iteration_compile else "1", "--env-parts", str(args.iteration_env_parts),
+             "--micro-batch-size", str(args.iteration_micro_batch)]
+    flags += ["--gradient-checkpointing"] if args.iteration_gradient_checkpointing else []
+    flags += ["--compile"] if args.iteration_compile else []
     return {"write_checkpoint_s": write_s, **run_ppo(work / "openvla-7b-random", flags, work)}
 
 

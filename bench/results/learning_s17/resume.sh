@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Issue 12, the next session's run (one GPU; nvidia-h200 runs the tiny PPO at ~5.9 s per iteration, an H100 at
+# 7.3-8.0 s): session 17's `vlr1e5s2` (PPO --train-vision --vision-learning-rate 1e-5 --seed 2 from session 14's
+# prior, 120 iterations, `train` 0.535 = the prior's level) resumed exactly (optimizer, RNG) to $ARM_ITERS (240:
+# twice the blog's budget, 460 k env steps), then its last checkpoint on 200 test episodes per cell in $ARM_EVALS
+# (default `key t1`: `train` greedy and sampled). The question it answers: is PPO from this prior slow or stuck?
+# Sessions 6-10 measured the policy gradient's noise scale at 650-2,000 episodes against 24 per update, and the one
+# run past 460 k env steps (session 10, LM-only, 603 k) lifted `train` 0.42 -> 0.555 (p = 0.009).
+# Carry [".device", ".learn/s13/prior_s13.tar.xz", ".learn/s17/run_vlr1e5s2_last.tar.xz"]; the brief's prefix,
+# `rm -rf /tmp/job && cp -r . /tmp/job`, then
+#   (setsid bash /tmp/job/bench/results/learning_s17/resume.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 500; cat /tmp/out/driver.log
+# and poll until DONE; copy /tmp/out/run_vlr1e5s2_last.tar.xz to $OUT in a call of its own (resumable again: a
+# third session can go on from it with RUN_TAR), the rest in another.
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, stop_and_wait
+STOP_S=${STOP_S:-1500}  # a safety net: SIGTERM saves the run and exits 0 (resumable), the evaluations then follow
+EP=${EP:-200}  # test episodes per evaluation
+export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=${EVAL_ENVS:-12} ARM_ITERS=${ARM_ITERS:-240}  # the run's own --vla-path
+mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf .learn/s13/prior_s13.tar.xz  # -> $LEARN_DIR/prior
+tar -C "$LEARN_DIR" -xJf "${RUN_TAR:-.learn/s17/run_vlr1e5s2_last.tar.xz}"  # -> $LEARN_DIR/ppo/train__ppo_vlr1e5s2__2__*/
+run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_vlr1e5s2__*/ | tail -1)
+log "resume $run to iteration $ARM_ITERS"
+ARM_EVALS=${ARM_EVALS:-key t1} arm 0 ppo vlr1e5s2 "--train-vision --vision-learning-rate 1e-5 --seed 2 --resume $run" &
+stop_and_wait
+log DONE
