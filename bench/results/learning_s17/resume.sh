@@ -11,6 +11,8 @@
 #   (setsid bash /tmp/job/bench/results/learning_s17/resume.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 500; cat /tmp/out/driver.log
 # and poll until DONE; copy /tmp/out/run_vlr1e5s2_last.tar.xz to $OUT in a call of its own (resumable again: a
 # third session can go on from it with RUN_TAR), the rest in another.
+# Checked on a 2-core CPU machine (session 17): the tarball loads and PPO starts at iteration 121; its 24 env workers
+# then ran out of that machine's 23 GB, so no iteration finished there (the GPU machines have 128 GB).
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, stop_and_wait
 STOP_S=${STOP_S:-1500}  # a safety net: SIGTERM saves the run and exits 0 (resumable), the evaluations then follow
 EP=${EP:-200}  # test episodes per evaluation
