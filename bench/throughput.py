@@ -393,10 +393,10 @@ def rollout_compile_row(args: Args, model, processor, quant: str, lora: bool, ba
         with eager_cached_passes(model):
             row["prefill_cached_eager_s"] = timed(partial(cached_prefill, model, ids, mask, px), args.repeats)
         embeds, m, pos = model._prefill_inputs(ids, mask, model.embed_images(px))
-    fast = "cuda_graph" if DEVICE == "cuda" else "static"  # the default decoder (static: its code, uncaptured)
-    row[f"decode_step_ms_{fast}"] = 1e3 * decode_step_s(model, embeds, m, pos, fast, args.repeats)
-    with eager_cached_passes(model):
-        row[f"decode_step_ms_{fast}_eager_layers"] = 1e3 * decode_step_s(model, embeds, m, pos, fast, args.repeats)
+        fast = "cuda_graph" if DEVICE == "cuda" else "static"  # the default decoder (static: its code, uncaptured)
+        row[f"decode_step_ms_{fast}"] = 1e3 * decode_step_s(model, embeds, m, pos, fast, args.repeats)
+        with eager_cached_passes(model):
+            row[f"decode_step_ms_{fast}_eager_layers"] = 1e3 * decode_step_s(model, embeds, m, pos, fast, args.repeats)
     row["cuda_graph_error"] = model.cuda_graph_error
     row["prefill_cached_over_floor"] = row["prefill_cached_s"] / prefill_floor
     row["prefill_cached_eager_over_floor"] = row["prefill_cached_eager_s"] / prefill_floor

@@ -1,7 +1,7 @@
 """openvla_patch.py speed paths (issue 13) against their references, on the CPU:
 reused patch embeddings == recomputed vision; static-KV-cache decoding == DynamicCache decoding;
 LoRA computing in bf16 over fp32 master weights, identically in rollout and update; compiled decoder
-layers (the update) and compiled layer halves (the rollout's prefill) == eager ones."""
+layers (the update) and compiled layer halves (the rollout's prefill and decode steps) == eager ones."""
 
 import json
 import shutil
