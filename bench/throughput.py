@@ -35,7 +35,7 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
 Floors: FLOPs and bytes are counted from the model's shapes (linear layers 2 FLOP per weight per token,
 attention 4 T^2 d per layer, causal halved); a step's floor is max(FLOPs / matmul rate, bytes / bandwidth)
 per phase. Rollout = prefill (vision + projector + LM over ~280 tokens per env) + 6 cached decode steps
-(each reads the LM weights once). Update = vision forward (unless reused) + LM forward + LM input-gradient
+(each reads the LM weights and the KV cache once). Update = vision forward (unless reused) + LM forward + LM input-gradient
 backward (the frozen weights need no weight gradients; LoRA's are negligible), + one more LM forward with
 checkpointing. The JSON is rewritten after every row, so a run cut short keeps what it measured.
 
@@ -194,6 +194,13 @@ def lm_weight_bytes(model, bits: int) -> float:
     return len(layers) * linear_params(layers[0]) * bits / 8
 
 
+def kv_cache_bytes(model, batch: int, keys: int) -> float:
+    """Bytes of the bf16 KV cache one decode step reads: K and V of `keys` positions, every layer and row."""
+    cfg = model.causal_lm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * 2 * batch * keys
+
+
 # --------------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------------
@@ -338,7 +345,10 @@ def rollout_floors(model, ids, quant: str, ceilings: dict) -> tuple[float, float
     prefill_flops = ids.shape[0] * (vision_flops(model) + lm_prefill_flops(model, tokens))
     prefill_floor = prefill_flops / (ceilings["matmul_tflops"] * 1e12)
     bits = 16 if quant == "bf16" else 4
-    return prefill_floor + 6 * lm_weight_bytes(model, bits) / (ceilings["bandwidth_tbs"] * 1e12), prefill_floor, tokens
+    # decode step i reads the weights and the KV cache of tokens + i positions (at B = 96 as many bytes as the
+    # weights; sessions 1-17 counted the weights alone, which put the floor 1 % (B = 24) to 4 % (B = 96) lower)
+    decode_bytes = sum(lm_weight_bytes(model, bits) + kv_cache_bytes(model, ids.shape[0], tokens + i) for i in range(6))
+    return prefill_floor + decode_bytes / (ceilings["bandwidth_tbs"] * 1e12), prefill_floor, tokens
 
 
 def rollout_row(args: Args, model, processor, quant: str, lora: bool, batch: int, ceilings: dict) -> dict:
