@@ -182,8 +182,8 @@ class Args:
     """keep the rollout's patch embeddings for the update, which then skips the frozen vision towers (2 MiB per
     sample at 7B: 3.75 GiB for 24 x 80); off, or with --train-vision, it recomputes them from the stored images"""
     gradient_checkpointing: bool = False
-    """recompute LM activations in backward (less memory, ~30% slower updates); at 7B, roughly 1.2-1.5 GiB per sample of
-    --micro-batch-size without it: micro-batch 32 ran out of memory on an 80 GB H100 beside 24 render workers"""
+    """recompute LM activations in backward (less memory, ~30% slower updates); without it, at 7B, roughly
+    1.2-1.5 GiB per sample of --micro-batch-size: 32 ran out of memory on an 80 GB H100 beside 24 render workers"""
     compile: bool = False
     """torch.compile the LM's decoder layers for the update (fused elementwise work: the blog iteration's update
     59.7 -> 41.7 s on an H100, BENCHMARKS.md 1); compiled at the first update (~1 min at 7B); the rollout's prefill
