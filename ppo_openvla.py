@@ -36,8 +36,8 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    blog's success indicator (`--reward sparse`), RL4VLA's shaped potential or that plus distance terms
    (`--reward progress`, openvla_envs). Unlike RL4VLA the value loss is not clipped (`--clip-vloss`
    restores it; `--vf-huber` is RL4VLA's Huber loss): a clip of 0.2 lets V move 0.2 per iteration and
-   then gives no gradient, too slow for returns that span 0-1 or more. And the norm clip applies to the policy's and the value head's gradients separately, so that
-   a large value error does not shrink the policy's step.
+   then gives no gradient, too slow for returns that span 0-1 or more. And the norm clip applies to the policy's
+   and the value head's gradients separately, so that a large value error does not shrink the policy's step.
 6. The blog used a learned success detector; our built-in tasks read success from the simulator.
 7. Only LoRA on the language model (and the value head) trains by default, as in the blog;
    `--train-vision` also trains the vision towers and projector (full fine-tuning, fp32), so that RL can
