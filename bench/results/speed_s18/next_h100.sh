@@ -10,7 +10,7 @@
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, /tmp/out, log, tp
 log start
 tp iteration_nockpt_mb16 --sections iteration --iteration-compile --no-iteration-gradient-checkpointing --iteration-micro-batch 16
-tp iteration_ckpt_mb32 --sections iteration --iteration-compile --iteration-micro-batch 32
+tp iteration_ckpt --sections iteration --iteration-compile
 tp rollout_compile --sections rollout --quant bf16 --lora on --batch-sizes 24 96 --hf-loop-max-batch 0 --rollout-compile
 tp tiny_ppo_compile --sections tiny_ppo --tiny-ppo-envs 16 --tiny-ppo-env-parts 1 2 --tiny-ppo-compile True
 log DONE
