@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 12, session 18, on the 2-core CPU machine (lavapipe rendering; ~15 min per cell): where does what PPO changed
+# in 460 k env steps (session 17's `vlr1e5s2` resumed to iteration 240: LoRA on the LM + towers and projector at 1e-5)
+# live? Two hybrid checkpoints, each evaluated on the 200 greedy `train` test episodes (seeds 10^7 + i), and the prior
+# on the same machine as the baseline (rendering differs from the GPU's; the prior gave 110 here, 109 there):
+#   rl_lora_prior_towers: the run's LM adapter with the prior's towers (the checkpoint without vision.safetensors);
+#   prior_lm_rl_towers: the run's towers with the prior's LM (the adapter's lora_B zeroed: B @ A = 0 exactly).
+# Needs the prior at /tmp/learn_s13/prior (tar -C /tmp/learn_s13 -xJf .learn/s13/prior_s13.tar.xz: the checkpoint's
+# recorded --vla-path) and the run at $RUN (tar -xJf .learn/s18/run_vlr1e5s2_it240.tar.xz).
+set -eu
+cd "$(dirname "$0")/../../../.."
+CK=${RUN:?the unpacked run directory}/checkpoints/iter_000240
+OUT=${OUT:-/tmp/swap}
+mkdir -p "$OUT"
+python3 - "$CK" "$OUT" <<'PY'
+import shutil, sys, torch
+from safetensors.torch import load_file, save_file
+src, root = sys.argv[1], sys.argv[2]
+skip = shutil.ignore_patterns("optimizer.pt", "rng_states.pt")
+shutil.copytree(src, f"{root}/lora240_priortowers", ignore=shutil.ignore_patterns("optimizer.pt", "rng_states.pt",
+                                                                                   "vision.safetensors"))
+b = f"{root}/priorlm_towers240"
+shutil.copytree(src, b, ignore=skip)
+w = load_file(f"{b}/adapter_model.safetensors")
+save_file({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()}, f"{b}/adapter_model.safetensors",
+          metadata={"format": "pt"})
+PY
+ev() {  # checkpoint, output directory
+  python3 eval_generalization.py --checkpoints "$1" --unnorm-key sft_tabletop --variants train --episodes 200 \
+    --num-envs 2 --videos-per-variant 0 --output-dir "$2"
+}
+ev "$OUT/lora240_priortowers" "$OUT/eval_lora240_priortowers"
+ev "$OUT/priorlm_towers240" "$OUT/eval_priorlm_towers240"
+ev /tmp/learn_s13/prior "$OUT/eval_prior_cpu"
+E="$OUT/eval_prior_cpu $OUT/eval_lora240_priortowers $OUT/eval_priorlm_towers240"
+L="$OUT/lora240_priortowers=rl_lora_prior_towers $OUT/priorlm_towers240=prior_lm_rl_towers"
+python3 bench/learning_table.py --evals $E --labels $L --out bench/results/learning_s18/swap/table.json
+python3 bench/failure_modes.py --evals $E --labels $L --out bench/results/learning_s18/swap/failure_modes.json --markdown
