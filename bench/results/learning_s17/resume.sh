@@ -13,6 +13,9 @@
 # third session can go on from it with RUN_TAR), the rest in another.
 # Checked on a 2-core CPU machine (session 17): the tarball loads and PPO starts at iteration 121; its 24 env workers
 # then ran out of that machine's 23 GB, so no iteration finished there (the GPU machines have 128 GB).
+# Session 18 ran it (bench/results/learning_s18/drive.sh, nvidia-h200, 5.7 s per iteration): `train` 0.585 greedy /
+# 0.595 sampled at iteration 240 (p = 0.48 each), rollout success flat (BENCHMARKS.md section 4); the run, resumable
+# again, is .learn/s18/run_vlr1e5s2_it240.tar.xz (RUN_TAR=... ARM_ITERS=360 would go on).
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, stop_and_wait
 STOP_S=${STOP_S:-1500}  # a safety net: SIGTERM saves the run and exits 0 (resumable), the evaluations then follow
 EP=${EP:-200}  # test episodes per evaluation

@@ -10,6 +10,7 @@
 # (b) carry [".device", ".learn/s13/prior_s13.tar.xz"]: the brief's prefix, `rm -rf /tmp/job && cp -r . /tmp/job`, then
 #   (setsid bash /tmp/job/bench/results/learning_s18/drive.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 500; cat /tmp/out/driver.log
 # and poll back to back; copy the run's tarball to $OUT in a call of its own, the rest in another.
+# Ran in session 18 (~24 of 30 device minutes; the H100 part in a second machine): BENCHMARKS.md sections 1 and 4.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, /tmp/out, log
 log start
 RUN_TAR=/tmp/stash/run_vlr1e5s2_last.tar.xz STOP_S=${STOP_S:-960} bash bench/results/learning_s17/resume.sh
