@@ -35,9 +35,9 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
 Floors: FLOPs and bytes are counted from the model's shapes (linear layers 2 FLOP per weight per token,
 attention 4 T^2 d per layer, causal halved); a step's floor is max(FLOPs / matmul rate, bytes / bandwidth)
 per phase. Rollout = prefill (vision + projector + LM over ~280 tokens per env) + 6 cached decode steps
-(each reads the LM weights and the KV cache once). Update = vision forward (unless reused) + LM forward + LM input-gradient
-backward (the frozen weights need no weight gradients; LoRA's are negligible), + one more LM forward with
-checkpointing. The JSON is rewritten after every row, so a run cut short keeps what it measured.
+(each reads the LM weights and the KV cache once). Update = vision forward (unless reused) + LM forward + LM
+input-gradient backward (the frozen weights need no weight gradients; LoRA's are negligible), + one more LM
+forward with checkpointing. The JSON is rewritten after every row, so a run cut short keeps what it measured.
 
     python bench/throughput.py --sections rollout update --quant bf16 --batch-sizes 24 96 \
         --hf-loop-max-batch 0 --repeats 3 --micro-batches 16 32     # issue 13's numbers (~5 min, H100)
@@ -346,7 +346,7 @@ def rollout_floors(model, ids, quant: str, ceilings: dict) -> tuple[float, float
     prefill_floor = prefill_flops / (ceilings["matmul_tflops"] * 1e12)
     bits = 16 if quant == "bf16" else 4
     # decode step i reads the weights and the KV cache of tokens + i positions (at B = 96 as many bytes as the
-    # weights; sessions 1-17 counted the weights alone, which put the floor 1 % (B = 24) to 4 % (B = 96) lower)
+    # weights; sessions 1-17 counted the weights alone, which put the 7B floor 3-4 % lower at B = 24 and 96)
     decode_bytes = sum(lm_weight_bytes(model, bits) + kv_cache_bytes(model, ids.shape[0], tokens + i) for i in range(6))
     return prefill_floor + decode_bytes / (ceilings["bandwidth_tbs"] * 1e12), prefill_floor, tokens
 
