@@ -347,7 +347,8 @@ def rollout_floors(model, ids, quant: str, ceilings: dict) -> tuple[float, float
     bits = 16 if quant == "bf16" else 4
     # decode step i reads the weights and the KV cache of tokens + i positions (at B = 96 as many bytes as the
     # weights; sessions 1-17 counted the weights alone, which put the 7B floor 3-4 % lower at B = 24 and 96)
-    decode_bytes = sum(lm_weight_bytes(model, bits) + kv_cache_bytes(model, ids.shape[0], tokens + i) for i in range(6))
+    decode_bytes = sum(lm_weight_bytes(model, bits) + kv_cache_bytes(model, ids.shape[0], tokens + i)
+                       for i in range(6))
     return prefill_floor + decode_bytes / (ceilings["bandwidth_tbs"] * 1e12), prefill_floor, tokens
 
 
