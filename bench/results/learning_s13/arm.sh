@@ -35,9 +35,11 @@
 # Session 17 ran ARM=vlr1e5s2 LIKELIHOOD=0 (vlr1e5's second seed) from bench/results/learning_s17/drive.sh: `train`
 # 0.535, the prior's level (seed 1: 0.62; BENCHMARKS.md section 4).
 # Session 18 (BENCHMARKS.md section 4): vlr1e5s2 resumed to 460 k env steps stayed at the prior's level, with fewer
-# cubes held and not placed, a change that hybrid checkpoints place in the LM's adapter; it proposed, side by side on an
-# nvidia-h200-x2 (LIKELIHOOD=0 ARM="progress lmonly"): progress (vlr1e5 with `--reward progress`: the grasp milestone
-# and the distances give the grasp, this prior's main failure, credit of its own) and lmonly (no towers).
+# cubes held and not placed, a change that hybrid checkpoints place in the LM's adapter; at its iteration 240 the
+# gradient of `progress` advantages at GAE lambda 0 resolved (B_noise ~120 episodes) where PPO's sparse ones did not
+# (>= 640). It proposed, side by side on an nvidia-h200-x2 (LIKELIHOOD=0 ARM="progress0 progress"): vlr1e5 with
+# `--reward progress` (the grasp milestone and the distances give the grasp, this prior's main failure, credit of
+# its own) at lambda 0 and at PPO's 0.95 (lmonly, the LoRA alone, is the arm after those).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -57,7 +59,8 @@ flags() {  # arm -> its PPO flags
     vlr1e5) echo "--train-vision --vision-learning-rate 1e-5" ;;  # towers at a fifth of the rate (session 16)
     vlr1e5s2) echo "--train-vision --vision-learning-rate 1e-5 --seed 2" ;;  # its second seed (session 17)
     progress) echo "--train-vision --vision-learning-rate 1e-5 --reward progress" ;;  # per-step signal (session 18)
-    lmonly) echo "--seed 1" ;;  # LoRA on the LM alone, the blog's setting (session 18's proposal)
+    progress0) echo "--train-vision --vision-learning-rate 1e-5 --reward progress --gae-lambda 0" ;;  # its TD(0) credit
+    lmonly) echo "--seed 1" ;;  # LoRA on the LM alone, the blog's setting
     *) return 1 ;;
   esac
 }
