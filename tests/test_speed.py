@@ -256,6 +256,24 @@ def test_throughput_bench_tiny_rollout_rows(tmp_path):
     assert compiled["first_ratio_max_dev"] < 1e-2  # bf16, the cached rollout vs the teacher-forced update
 
 
+def test_rollout_floor_counts_weights_and_kv_cache_of_each_decode_step(tiny_fp32):
+    """bench/throughput.py's rollout floor: prefill FLOPs at the matmul rate, then 6 decode steps, each reading the LM's
+    linear weights (bf16) and the K and V of every earlier position of every row and layer."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import throughput
+
+    model, _ = tiny_fp32
+    cfg = model.causal_lm.config
+    ids = torch.ones(3, 20, dtype=torch.long)
+    ceilings = {"matmul_tflops": 1.0, "bandwidth_tbs": 1.0}
+    floor, prefill_floor, tokens = throughput.rollout_floors(model, ids, "bf16", ceilings)
+    assert tokens == 1 + 256 + 20
+    weights = sum(m.weight.numel() for m in model.causal_lm.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    kv = sum(cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * 3 * (tokens + i) for i in range(6))
+    assert floor - prefill_floor == pytest.approx((6 * weights + kv) * 2 / 1e12, rel=1e-9)
+
+
 @pytest.mark.parametrize("compiled", [False, True])
 def test_throughput_bench_tiny_update_profile(tmp_path, compiled):
     """bench/throughput.py --sections profile: one update micro-batch under torch.profiler; its busy time is the sum

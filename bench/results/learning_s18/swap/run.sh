@@ -16,11 +16,10 @@ python3 - "$CK" "$OUT" <<'PY'
 import shutil, sys, torch
 from safetensors.torch import load_file, save_file
 src, root = sys.argv[1], sys.argv[2]
-skip = shutil.ignore_patterns("optimizer.pt", "rng_states.pt")
-shutil.copytree(src, f"{root}/lora240_priortowers", ignore=shutil.ignore_patterns("optimizer.pt", "rng_states.pt",
-                                                                                   "vision.safetensors"))
+state = ("optimizer.pt", "rng_states.pt")  # resume state, not needed to evaluate
+shutil.copytree(src, f"{root}/lora240_priortowers", ignore=shutil.ignore_patterns(*state, "vision.safetensors"))
 b = f"{root}/priorlm_towers240"
-shutil.copytree(src, b, ignore=skip)
+shutil.copytree(src, b, ignore=shutil.ignore_patterns(*state))
 w = load_file(f"{b}/adapter_model.safetensors")
 save_file({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()}, f"{b}/adapter_model.safetensors",
           metadata={"format": "pt"})
