@@ -36,6 +36,15 @@ what happens later. If `now_` resolves where `mc_` does not, the noise is in the
 critic helps); if neither does, a single step's tokens move the reward too little. And `gae_<reward>` /
 `gae0_<reward>`: GAE of that reward with the checkpoint's critic at `--gae-lambda` and at lambda 0 (meaningful
 for a checkpoint whose critic learned that reward, e.g. a `--reward progress` PPO run).
+`critic0` (with those): TD(0)'s critic part alone, gamma V(s') - V(s) (the TD error without the reward), which
+`gae0_<reward>` adds to `now_<reward>`.
+Which way each advantage points (`cross`, for every pair of the advantages above): the cosine between the two
+expected gradients G_a and G_b, from G_a . G_b estimated over pairs of distinct episodes (one episode's two
+advantages share its noise, so its own pair is left out) and |G_a|^2, |G_b|^2 as above (None where either is
+unresolved; barely resolved estimates make it noisy, even beyond +-1), and the model-free check: the cosine between one half's mean gradient of a and the other half's of b,
+averaged over random splits, whose sign is that of G_a . G_b. `mc_<reward>` is the unbiased estimate of the reward's
+return gradient: an advantage that resolves but points away from it (or from `now_<reward>`) moves the policy along
+its critic's errors, not along the reward.
 `--by-token KEY ...` splits those advantages' gradients by the tokens whose log-probs carry them: `KEY@xyz` (the
 three translation tokens), `KEY@rotation` (three; the built-in tasks' norm stats map every bin to 0 rotation, so
 they act only through the gripper token that follows them) and `KEY@gripper`; the three sum to KEY's (checked
@@ -148,6 +157,26 @@ def half_cosine(gram: torch.Tensor, splits: int, gen: torch.Generator) -> float:
     return float(np.mean(cosines))
 
 
+def cross_cosines(cross: torch.Tensor, gram_a: torch.Tensor, gram_b: torch.Tensor, splits: int,
+                  gen: torch.Generator) -> dict[str, float | None]:
+    """cross (M, M): C_ij = h_i^a . h_j^b, the per-episode gradients of two advantages a and b; gram_a, gram_b their
+    own Gram matrices -> the cosine between their expected gradients G_a, G_b (G_a . G_b from the pairs i != j:
+    unbiased whatever episode i's a and b share; None where |G_a|^2 or |G_b|^2 is not resolved) and the model-free
+    half-split cosine (half A's mean of a against half B's mean of b, and B's a against A's b), averaged over splits."""
+    m = cross.shape[0]
+    dot = (cross.sum() - cross.diagonal().sum()) / (m * (m - 1))
+    g2_a, g2_b = noise_scale(gram_a)["G2"], noise_scale(gram_b)["G2"]
+    signal = (dot / (g2_a * g2_b) ** 0.5).item() if g2_a > 0 and g2_b > 0 else None
+    cosines = []
+    for _ in range(splits):
+        perm = torch.randperm(m, generator=gen)
+        first, second = perm[: m // 2], perm[m // 2 : 2 * (m // 2)]
+        for x, y in ((first, second), (second, first)):
+            ab, aa, bb = cross[x][:, y].sum(), gram_a[x][:, x].sum(), gram_b[y][:, y].sum()
+            cosines.append((ab / (aa * bb).sqrt().clamp_min(1e-300)).item())
+    return {"G_a_dot_G_b": dot.item(), "signal_cosine": signal, "half_split_cosine": float(np.mean(cosines))}
+
+
 def estimate(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
     """gram (M, M): Gram matrix of the per-episode gradients -> every reported estimate, B_noise in episodes. The
     independent unit is a group of `group_size` consecutive episodes (1: an episode): a group's gradient is its
@@ -238,6 +267,7 @@ def main(args: Args) -> None:
         advantages[f"now_{args.reward}"] = dense
         for key, lam in ((f"gae_{args.reward}", args.gae_lambda), (f"gae0_{args.reward}", 0.0)):
             advantages[key] = compute_gae(dense, values, terminals, last_values, args.gamma, lam)[0]
+        advantages["critic0"] = compute_gae(torch.zeros_like(dense), values, terminals, last_values, args.gamma, 0.0)[0]
     if args.group_size > 1:  # GRPO's: the return against the group's, at every step of the episode
         returns = (args.gamma ** torch.arange(T, dtype=torch.float32)[:, None] * rewards).sum(0)  # (M,)
         advantages["grpo"] = group_advantages(returns, args.group_size, scale_rewards=True).expand(T, M)
@@ -290,6 +320,12 @@ def main(args: Args) -> None:
             vision = h[:, n_lora:] @ h[:, n_lora:].T
             results[f"{key}#vision"] = estimate(vision, args.group_size, args.splits, gen)
             results[f"{key}#all"] = estimate(lora + vision, args.group_size, args.splits, gen)
+    if args.group_size == 1:  # which way each advantage points, pair by pair (over episodes: not for groups)
+        keys = [key for key in advantages if key != "grpo"]
+        lora_rows = {key: torch.stack(grads[key])[:, :n_lora] for key in keys}  # (M, LoRA parameters) each
+        grams = {key: h @ h.T for key, h in lora_rows.items()}
+        results["cross"] = {f"{a}|{b}": cross_cosines(lora_rows[a] @ lora_rows[b].T, grams[a], grams[b], args.splits, gen)
+                            for i, a in enumerate(keys) for b in keys[i + 1 :]}
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

@@ -207,6 +207,35 @@ def test_gradient_noise_scale_recovers_a_known_noise_scale():
     assert grouped["signal_fraction_at_24_episodes"] == pytest.approx(1 / (1 + grouped["B_noise"] / 24))
 
 
+def test_gradient_noise_cross_cosine_sees_through_shared_noise():
+    """bench/gradient_noise.py's `cross`: two advantages of the same episodes whose expected gradients meet at a known
+    angle (cosine 0.6) and whose per-episode noise is mostly shared (as one episode's advantages share it): the signal
+    cosine recovers 0.6 (the naive cosine of the two means would be pulled towards 1 by the shared noise), the
+    half-split cosine has its sign, opposite signals read negative and orthogonal ones ~0."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gradient_noise import cross_cosines
+
+    gen = torch.Generator().manual_seed(0)
+    m, p = 1000, 50
+    g_a, g_b = torch.zeros(p, dtype=torch.float64), torch.zeros(p, dtype=torch.float64)
+    g_a[0], g_b[0], g_b[1] = 1.0, 0.6, 0.8  # |G_a| = |G_b| = 1, G_a . G_b = 0.6
+    scale = (300 / p) ** 0.5  # tr(Sigma) ~300 per episode: the means' noise (0.3) is a third of |G|^2
+    shared = torch.randn(m, p, generator=gen, dtype=torch.float64) * scale
+    h_a = g_a + shared + 0.3 * torch.randn(m, p, generator=gen, dtype=torch.float64) * scale
+    h_b = g_b + shared + 0.3 * torch.randn(m, p, generator=gen, dtype=torch.float64) * scale
+    out = cross_cosines(h_a @ h_b.T, h_a @ h_a.T, h_b @ h_b.T, 50, gen)
+    naive = torch.nn.functional.cosine_similarity(h_a.mean(0), h_b.mean(0), dim=0).item()
+    assert out["signal_cosine"] == pytest.approx(0.6, abs=0.1) and out["G_a_dot_G_b"] == pytest.approx(0.6, abs=0.1)
+    assert naive > 0.65  # what the shared noise does to the plain cosine of the means
+    assert 0.3 < out["half_split_cosine"] < 0.6  # disjoint halves: the noise lowers it, the sign stays
+    flipped = cross_cosines(-h_a @ h_b.T, h_a @ h_a.T, h_b @ h_b.T, 50, gen)
+    assert flipped["signal_cosine"] == pytest.approx(-out["signal_cosine"]) and flipped["half_split_cosine"] < -0.3
+    g_c = torch.zeros(p, dtype=torch.float64)
+    g_c[2] = 1.0  # orthogonal to G_a, its noise shared with a's as well
+    h_c = g_c + shared + 0.3 * torch.randn(m, p, generator=gen, dtype=torch.float64) * scale
+    assert cross_cosines(h_a @ h_c.T, h_a @ h_a.T, h_c @ h_c.T, 50, gen)["signal_cosine"] == pytest.approx(0, abs=0.1)
+
+
 def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny_fp32):
     """bench/demo_likelihood.py: per variant, the NLL of the demonstrations' action tokens under the checkpoint's
     policy, each step under its own episode's instruction (the numbers of `evaluate_actions`, split by variant)."""
