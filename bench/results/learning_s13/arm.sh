@@ -40,6 +40,8 @@
 # (>= 640). It proposed, side by side on an nvidia-h200-x2 (LIKELIHOOD=0 ARM="progress0 progress"): vlr1e5 with
 # `--reward progress` (the grasp milestone and the distances give the grasp, this prior's main failure, credit of
 # its own) at lambda 0 and at PPO's 0.95 (lmonly, the LoRA alone, is the arm after those).
+# Session 19 ran ARM=progress0 LIKELIHOOD=0 alone on one nvidia-h200 (no nvidia-h200-x2 was lent): `train` down
+# (0.40 sampled, p = 0.0026), the plate up (0.35, p = 0.021), grasps lost (never held 39 -> 74; BENCHMARKS.md section 4).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
