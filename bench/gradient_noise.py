@@ -41,8 +41,8 @@ for a checkpoint whose critic learned that reward, e.g. a `--reward progress` PP
 Which way each advantage points (`cross`, for every pair of the advantages above): the cosine between the two
 expected gradients G_a and G_b, from G_a . G_b estimated over pairs of distinct episodes (one episode's two
 advantages share its noise, so its own pair is left out) and |G_a|^2, |G_b|^2 as above (None where either is
-unresolved; barely resolved estimates make it noisy, even beyond +-1), and the model-free check: the cosine between one half's mean gradient of a and the other half's of b,
-averaged over random splits, whose sign is that of G_a . G_b. `mc_<reward>` is the unbiased estimate of the reward's
+unresolved; barely resolved estimates make it noisy, even beyond +-1), and the model-free check: the cosine between
+one half's mean gradient of a and the other half's of b, averaged over random splits, whose sign is that of G_a . G_b. `mc_<reward>` is the unbiased estimate of the reward's
 return gradient: an advantage that resolves but points away from it (or from `now_<reward>`) moves the policy along
 its critic's errors, not along the reward.
 `--by-token KEY ...` splits those advantages' gradients by the tokens whose log-probs carry them: `KEY@xyz` (the
@@ -145,15 +145,19 @@ def noise_scale_lower_bound(gram: torch.Tensor, flips: int, gen: torch.Generator
     return (noise_scale(gram)["trace_sigma"] / g2_upper).item() if g2_upper > 0 else None
 
 
-def half_cosine(gram: torch.Tensor, splits: int, gen: torch.Generator) -> float:
-    """The cosine between the mean gradients of two random disjoint halves, averaged over `splits` splits."""
+def half_cosine(gram: torch.Tensor, splits: int, gen: torch.Generator, cross: torch.Tensor | None = None,
+                gram_b: torch.Tensor | None = None) -> float:
+    """The cosine between the mean gradients of two random disjoint halves, averaged over `splits` splits. With
+    `cross` (C_ij = h_i^a . h_j^b) and `gram_b`, one half's mean of a against the other half's of b (both ways)."""
+    cross, gram_b = (gram, gram) if cross is None else (cross, gram_b)
     m = gram.shape[0]
     cosines = []
     for _ in range(splits):
         perm = torch.randperm(m, generator=gen)
-        a, b = perm[: m // 2], perm[m // 2 : 2 * (m // 2)]
-        ab, aa, bb = gram[a][:, b].sum(), gram[a][:, a].sum(), gram[b][:, b].sum()  # (sums of) dot products
-        cosines.append((ab / (aa * bb).sqrt().clamp_min(1e-300)).item())
+        first, second = perm[: m // 2], perm[m // 2 : 2 * (m // 2)]
+        for x, y in ((first, second), (second, first)):  # (sums of) dot products; the same both ways when a = b
+            ab, aa, bb = cross[x][:, y].sum(), gram[x][:, x].sum(), gram_b[y][:, y].sum()
+            cosines.append((ab / (aa * bb).sqrt().clamp_min(1e-300)).item())
     return float(np.mean(cosines))
 
 
@@ -167,14 +171,8 @@ def cross_cosines(cross: torch.Tensor, gram_a: torch.Tensor, gram_b: torch.Tenso
     dot = (cross.sum() - cross.diagonal().sum()) / (m * (m - 1))
     g2_a, g2_b = noise_scale(gram_a)["G2"], noise_scale(gram_b)["G2"]
     signal = (dot / (g2_a * g2_b) ** 0.5).item() if g2_a > 0 and g2_b > 0 else None
-    cosines = []
-    for _ in range(splits):
-        perm = torch.randperm(m, generator=gen)
-        first, second = perm[: m // 2], perm[m // 2 : 2 * (m // 2)]
-        for x, y in ((first, second), (second, first)):
-            ab, aa, bb = cross[x][:, y].sum(), gram_a[x][:, x].sum(), gram_b[y][:, y].sum()
-            cosines.append((ab / (aa * bb).sqrt().clamp_min(1e-300)).item())
-    return {"G_a_dot_G_b": dot.item(), "signal_cosine": signal, "half_split_cosine": float(np.mean(cosines))}
+    return {"G_a_dot_G_b": dot.item(), "signal_cosine": signal,
+            "half_split_cosine": half_cosine(gram_a, splits, gen, cross, gram_b)}
 
 
 def estimate(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Generator) -> dict:
@@ -312,9 +310,11 @@ def main(args: Args) -> None:
                "trace_sigma_per": "episode" if args.group_size == 1 else f"group of {args.group_size} episodes"}
     if args.vision:
         results["vision_parameters"] = sum(p.numel() for p in params) - n_lora
+    lora_rows, grams = {}, {}  # per advantage: (M, LoRA parameters) and their Gram matrix, for `cross` below
     for key, rows in grads.items():
         h = torch.stack(rows)  # (M, parameters)
-        lora = h[:, :n_lora] @ h[:, :n_lora].T  # (M, M) Gram matrices, per parameter group
+        lora_rows[key] = h[:, :n_lora]
+        lora = grams[key] = lora_rows[key] @ lora_rows[key].T  # (M, M) Gram matrices, per parameter group
         results[key] = estimate(lora, args.group_size, args.splits, gen)
         if args.vision:
             vision = h[:, n_lora:] @ h[:, n_lora:].T
@@ -322,8 +322,6 @@ def main(args: Args) -> None:
             results[f"{key}#all"] = estimate(lora + vision, args.group_size, args.splits, gen)
     if args.group_size == 1:  # which way each advantage points, pair by pair (over episodes: not for groups)
         keys = [key for key in advantages if key != "grpo"]
-        lora_rows = {key: torch.stack(grads[key])[:, :n_lora] for key in keys}  # (M, LoRA parameters) each
-        grams = {key: h @ h.T for key, h in lora_rows.items()}
         results["cross"] = {f"{a}|{b}": cross_cosines(lora_rows[a] @ lora_rows[b].T, grams[a], grams[b], args.splits, gen)
                             for i, a in enumerate(keys) for b in keys[i + 1 :]}
     text = json.dumps(results, indent=1)
