@@ -469,6 +469,10 @@ class OpenVLATabletopEnv(BaseEnv):
         p[:, 2] += self.target_receptacle.top
         return p, self.target_receptacle.half
 
+    def _goal(self) -> torch.Tensor:
+        """(N, 3) where the object's centre rests once placed on the middle of the instructed receptacle."""
+        return self._target_top()[0] + torch.tensor([0.0, 0.0, self.shape.half[2]], device=self.device)
+
     def _on(self, actor: Any, receptacle: Receptacle) -> torch.Tensor:
         """(N,) the cube rests on `actor`'s top surface: its centre over the success square, at resting height."""
         d = self.cube.pose.p - actor.pose.p
@@ -485,13 +489,23 @@ class OpenVLATabletopEnv(BaseEnv):
         return {"success": on_target & placed, "wrong_receptacle": on_other & placed, "on_target": on_target,
                 "is_grasped": is_grasped}
 
+    def _get_obs_extra(self, info: dict) -> dict[str, torch.Tensor]:
+        """The task's state beside the robot's qpos / qvel, as ManiSkill's own tasks give it (PickCube's names):
+        in every observation's "extra", read only by a critic on the state (`VecEnv` with `state_obs`); the
+        policy sees the image alone."""
+        goal = self._goal()
+        tcp, cube = self.agent.tcp_pose.p, self.cube.pose.p
+        return {"tcp_pose": self.agent.tcp_pose.raw_pose, "is_grasped": info["is_grasped"].float()[:, None],
+                "obj_pose": self.cube.pose.raw_pose, "goal_pos": goal, "tcp_to_obj_pos": cube - tcp,
+                "obj_to_goal_pos": goal - cube}
+
     def compute_dense_reward(self, obs: Any, action: torch.Tensor, info: dict) -> torch.Tensor:
         self._grasp_streak = torch.where(info["is_grasped"], self._grasp_streak + 1, 0)
         self._milestones[:, 0] |= info["is_grasped"]
         self._milestones[:, 1] |= self._grasp_streak >= GRASP_HOLD_STEPS
         potential = 0.1 * self._milestones.sum(1) + 1.0 * info["success"]
         if self.progress_reward:  # the episode's first step also earns its start state's small potential (< 0.05)
-            goal = self._target_top()[0] + torch.tensor([0.0, 0.0, self.shape.half[2]], device=self.device)
+            goal = self._goal()
             reach = 1 - torch.tanh(10 * torch.linalg.norm(self.cube.pose.p - self.agent.tcp_pose.p, dim=1))
             place = 1 - torch.tanh(10 * torch.linalg.norm(self.cube.pose.p - goal, dim=1))
             potential = potential + PROGRESS_WEIGHTS[0] * reach + PROGRESS_WEIGHTS[1] * place
@@ -921,35 +935,54 @@ def gpu_physx_available() -> bool:
 # ----------------------------------------------------------------------------------------------------
 # The vector env: one interface over GPU simulation and CPU worker processes
 # ----------------------------------------------------------------------------------------------------
+def state_vector(obs: dict) -> torch.Tensor:
+    """ManiSkill's state observation, what `obs_mode="state"` gives (the robot's qpos and qvel, then the task's
+    "extra": on our tasks the gripper's, the object's and the goal's poses), flattened from an image observation
+    of N envs: (N, D) float32. For a critic on the simulator's state (the RL scripts' `--critic state`)."""
+    leaves = [*obs["agent"].values(), *obs["extra"].values()]
+    n = len(leaves[0])
+    return torch.cat([torch.as_tensor(v).reshape(n, -1).float() for v in leaves], 1)
+
+
 class _ImageEnv(gym.Wrapper):
     """One CPU-physics env in a worker: observation = the camera image (H, W, 3) uint8, so only
-    pixels cross the process boundary; never terminated or truncated, so `AsyncVectorEnv` never
-    autoresets (`VecEnv` counts the steps)."""
+    pixels cross the process boundary (with `state_obs`, a dict of it and the state vector (D,) float32);
+    never terminated or truncated, so `AsyncVectorEnv` never autoresets (`VecEnv` counts the steps)."""
 
-    def __init__(self, env: gym.Env, camera: str):
+    def __init__(self, env: gym.Env, camera: str, state_obs: bool = False):
         super().__init__(env)
-        self.camera = camera
-        self.observation_space = env.observation_space["sensor_data"][camera]["rgb"]
+        self.camera, self.state_obs = camera, state_obs
+        image = env.observation_space["sensor_data"][camera]["rgb"]
+        dim = sum(gym.spaces.flatdim(env.observation_space[k]) for k in ("agent", "extra"))
+        self.observation_space = gym.spaces.Dict(
+            image=image, state=gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)) if state_obs else image
 
-    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+    def _observation(self, obs: dict) -> np.ndarray | dict[str, np.ndarray]:
+        image = obs["sensor_data"][self.camera]["rgb"]
+        if not self.state_obs:
+            return image
+        batched = {k: {name: v[None] for name, v in obs[k].items()} for k in ("agent", "extra")}  # a batch of one
+        return {"image": image, "state": state_vector(batched)[0].numpy()}
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray | dict, dict]:
         obs, info = self.env.reset(**kwargs)
-        return obs["sensor_data"][self.camera]["rgb"], info
+        return self._observation(obs), info
 
     def step(self, action: np.ndarray) -> tuple:
         obs, reward, _, _, info = self.env.step(action)
-        return obs["sensor_data"][self.camera]["rgb"], reward, False, False, info
+        return self._observation(obs), reward, False, False, info
 
     def expert_action(self, noise: float, pause_prob: float) -> np.ndarray:
         return self.env.unwrapped.expert_action(noise, pause_prob)[0].numpy()
 
 
-def _make_worker_env(env_id: str, env_kwargs: dict[str, Any], camera: str) -> gym.Env:
+def _make_worker_env(env_id: str, env_kwargs: dict[str, Any], camera: str, state_obs: bool) -> gym.Env:
     """Runs in a worker process (module level, so `spawn` can pickle it)."""
     from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
     torch.set_num_threads(1)  # the workers share the cores
     env = gym.make(env_id, num_envs=1, sim_backend="physx_cpu", **env_kwargs)
-    return _ImageEnv(CPUGymWrapper(env, ignore_terminations=True), camera)
+    return _ImageEnv(CPUGymWrapper(env, ignore_terminations=True), camera, state_obs)
 
 
 class VecEnv:
@@ -972,6 +1005,10 @@ class VecEnv:
     `step_wait` of every part, the same results whatever `parts`. Each part counts the steps of its own
     episode; the episode's statistics are kept for all envs, each part writing its rows. The GPU simulator
     steps all its envs in one call: `parts` is 1 there.
+
+    `state_obs`: `states` (N, D) float32 on `device` is also kept, each env's `state_vector` for the images that
+    `reset` and `step_wait` last returned (`step_wait(p)` updates part p's rows): what a critic on the simulator's
+    state reads (privileged: no real robot has it; the policy never sees it).
     """
 
     def __init__(
@@ -987,6 +1024,7 @@ class VecEnv:
         start_method: str,
         reset_options: dict[str, Any] | None = None,
         parts: int = 1,
+        state_obs: bool = False,
     ):
         if parts < 1 or num_envs % parts:
             raise ValueError(f"parts must be >= 1 and divide num_envs ({num_envs}), got {parts}")
@@ -998,6 +1036,7 @@ class VecEnv:
         self.device, self.max_episode_steps = torch.device(device), max_episode_steps
         self.env_reward = env_reward  # the task env's dense reward (`shaped`, `progress`), else the success indicator
         self.camera = "third_view" if robot == "panda" else "3rd_view_camera"
+        self.state_obs, self.states = state_obs, None
         self.parts, size = parts, num_envs // parts
         self.part_slices = [slice(p * size, (p + 1) * size) for p in range(parts)]  # part p's rows
         if backend == "gpu":
@@ -1020,9 +1059,19 @@ class VecEnv:
 
     def _workers(self, env_id: str, env_kwargs: dict[str, Any], start_method: str) -> list[Any]:
         """One `AsyncVectorEnv` of worker processes per part."""
-        env_fn = functools.partial(_make_worker_env, env_id, env_kwargs, self.camera)
+        env_fn = functools.partial(_make_worker_env, env_id, env_kwargs, self.camera, self.state_obs)
         size = self.num_envs // self.parts
         return [gym.vector.AsyncVectorEnv([env_fn] * size, context=start_method) for _ in range(self.parts)]
+
+    @property
+    def state_dim(self) -> int:
+        """D, the length of each env's `state_vector` (`state_obs` only; known before the first reset)."""
+        if not self.state_obs:
+            raise ValueError("state_dim needs envs made with state_obs=True")
+        space = self._envs[0].single_observation_space
+        if self.backend == "cpu":
+            return space["state"].shape[0]
+        return sum(gym.spaces.flatdim(space[k]) for k in ("agent", "extra"))
 
     def _call(self, name: str, *args: Any) -> list:
         """Call a method of every env (of the task env on the GPU back-end, of the worker's wrapper
@@ -1032,8 +1081,19 @@ class VecEnv:
         # a worker's env is a batch of one: unwrap its list results (instructions), keep arrays
         return [r[0] if isinstance(r, list) else r for envs in self._envs for r in envs.call(name, *args)]
 
-    def _images(self, obs: Any) -> torch.Tensor:
-        images = obs["sensor_data"][self.camera]["rgb"] if self.backend == "gpu" else torch.from_numpy(obs)
+    def _observe(self, obs: Any, rows: slice) -> torch.Tensor:
+        """A part's observation -> its images (n, H, W, 3) uint8 on `device`; with `state_obs` its rows of
+        `states` are set."""
+        if self.backend == "gpu":
+            images = obs["sensor_data"][self.camera]["rgb"]
+            state = state_vector(obs) if self.state_obs else None
+        else:
+            images = torch.from_numpy(obs["image"] if self.state_obs else obs)
+            state = torch.from_numpy(obs["state"]) if self.state_obs else None
+        if state is not None:
+            if self.states is None:
+                self.states = torch.zeros((self.num_envs, state.shape[1]), device=self.device)
+            self.states[rows] = state.to(self.device)
         return images.to(self.device)
 
     def reset(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
@@ -1054,7 +1114,7 @@ class VecEnv:
         self._return = torch.zeros(self.num_envs, device=self.device)
         self._success_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         self._grasped_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return torch.cat([self._images(o) for o in obs]), self.instructions
+        return torch.cat([self._observe(o, rows) for o, rows in zip(obs, self.part_slices, strict=True)]), self.instructions
 
     def step(
         self, actions: np.ndarray | torch.Tensor
@@ -1117,7 +1177,7 @@ class VecEnv:
                     grasped_once=self._grasped_once[rows].clone(),
                     wrong_receptacle_at_end=torch.as_tensor(info["wrong_receptacle"], device=self.device).bool(),
                 )
-        return self._images(obs), rewards, torch.full_like(success, done), infos
+        return self._observe(obs, rows), rewards, torch.full_like(success, done), infos
 
     def expert_actions(self, noise: float = 0.0, pause_prob: float = 0.0) -> torch.Tensor:
         """(N, 7) scripted-expert actions in OpenVLA format for the current states (built-in task only);
@@ -1143,12 +1203,14 @@ def make_envs(
     max_episode_steps: int = 80,
     start_method: str = "spawn",
     parts: int = 1,
+    state_obs: bool = False,
     **env_kwargs: Any,
 ) -> VecEnv:
     """Build `num_envs` envs of a variant (see `VARIANTS`), of `OpenVLATabletop-v1`, of a SimplerEnv
     Bridge id or of an RL4VLA task (see `resolve`). `backend="auto"` takes GPU simulation if `gpu_physx_available()`, else CPU workers.
     `env_kwargs` override the variant's task kwargs. `parts` > 1 holds the CPU workers as that many groups,
-    each stepped on its own (see `VecEnv`; ValueError on the GPU back-end). Raises ValueError for unknown
+    each stepped on its own (see `VecEnv`; ValueError on the GPU back-end). `state_obs` keeps `states`, the
+    simulator's state observation, beside the images (see `VecEnv`). Raises ValueError for unknown
     names and `MissingAssetsError` for Bridge or RL4VLA tasks that are not installed."""
     env_id, kwargs, robot = resolve(env_id_or_variant)
     if backend not in ("auto", "gpu", "cpu") or reward not in ("sparse", "shaped", "progress"):
@@ -1175,5 +1237,5 @@ def make_envs(
         kwargs.update(obs_mode="rgb+segmentation")
     return VecEnv(
         env_id, kwargs, num_envs, robot, backend, device, max_episode_steps, reward != "sparse", start_method,
-        reset_options, parts,
+        reset_options, parts, state_obs,
     )

@@ -62,6 +62,16 @@ Deviations from PPO as usually written, and from the blog (Haonan Yu, "OpenVLA f
    tells RL's share from that of more SFT. Measured on the small model (with --train-vision, 230 k env steps):
    at coefficient 1 on all SFT variants nothing moved, `train` or siblings; RL's gains there lie ~1.7-2 nats per
    action away from the expert's actions on `train` itself, which such a term does not allow (BENCHMARKS.md 4).
+9. `--critic state` (off by default: the blog's value head, deviation 4): V(s) is an MLP on the simulator's state
+   observation (the robot's joint positions and velocities, the gripper's, object's and goal's poses:
+   `openvla_envs.state_vector`, ManiSkill's `obs_mode="state"`) instead of a head on the VLA's prompt feature. An
+   asymmetric actor-critic (Pinto et al. 2018, "Asymmetric Actor Critic for Image-Based Robot Learning"): the
+   policy still acts from the image and instruction alone, and the critic, which only training uses, exists
+   only in simulation, where this training happens. Why: GAE removes from a step's credit the noise of the steps
+   after it only as far as V knows the state; with a perfect V, GAE(0)'s advantage is that step's change of the
+   expected return alone. On the small model the prompt-feature critic explains ~55 % of the return's variance,
+   and PPO's advantage with it gives a policy gradient no half of 96 episodes agrees on (BENCHMARKS.md 4).
+   ManiSkill's PPO baseline's critic (3 x 256 tanh, orthogonal init); use `--value-learning-rate 1e-3` with it.
 
 Launch:
     # one GPU, the real model (needs internet once, or a local copy)
@@ -206,6 +216,11 @@ class Args:
     measured: rollout step 0.355 -> 0.285 s at 24 envs); same gradient"""
     value_head_grad: bool = False
     """let the value loss's gradient into the LM (RL4VLA); default: stop-grad (the blog)"""
+    critic: Literal["vla", "state"] = "vla"
+    """what V(s) reads: vla = a linear head on the VLA's last prompt-token hidden state (the blog's); state = an
+    MLP on the simulator's state observation (robot, object and goal poses), an asymmetric critic only training
+    uses (deviation 9; with --value-learning-rate 1e-3). The built-in tasks give the object's and goal's poses;
+    other ManiSkill tasks what their `_get_obs_extra` gives"""
     ptx_coef: float = 0.0
     """weight of the demonstrations' behaviour-cloning loss added to every minibatch (PPO-ptx, deviation 8); 0: off"""
     ptx_demos: str | None = None
@@ -274,6 +289,24 @@ def compute_gae(rewards, values, terminals, last_values, gamma: float, gae_lambd
 ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
+class StateCritic(torch.nn.Module):
+    """V(s) from the simulator's state observation (--critic state, deviation 9): (B, D) -> (B,). ManiSkill's PPO
+    baseline's critic: three 256-unit tanh layers, orthogonal init (gain sqrt 2, the output's 1; CleanRL's
+    `layer_init`), fp32."""
+
+    def __init__(self, state_dim: int, hidden: int = 256):
+        super().__init__()
+        layers = [torch.nn.Linear(state_dim, hidden), torch.nn.Linear(hidden, hidden), torch.nn.Linear(hidden, hidden),
+                  torch.nn.Linear(hidden, 1)]
+        for layer in layers:
+            torch.nn.init.orthogonal_(layer.weight, 2**0.5 if layer is not layers[-1] else 1.0)
+            torch.nn.init.zeros_(layer.bias)
+        self.net = torch.nn.Sequential(*[m for layer in layers[:-1] for m in (layer, torch.nn.Tanh())], layers[-1])
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.net(states).squeeze(-1)
+
+
 def load_ptx_demos(path: str, processor, config, stats: dict[str, torch.Tensor],
                    variants: list[str] | None = None) -> dict[str, torch.Tensor]:
     """sft_openvla.py's demonstrations .npz -> PPO-ptx's data (deviation 8), on the CPU: images (D, 224, 224, 3)
@@ -300,15 +333,16 @@ def load_ptx_demos(path: str, processor, config, stats: dict[str, torch.Tensor],
 
 
 def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torch.dtype, world_size: int,
-               demos: dict | None = None) -> dict:
+               demos: dict | None = None, critic: StateCritic | None = None) -> dict:
     """`update_epochs` passes of `num_minibatches` clipped-PPO steps over `batch` (flat, this rank's samples):
     obs (B, H, W, 3) uint8, input_ids / attention_mask (B, L), actions (B, 7) token ids, logprobs,
     advantages, returns, values (B,), alive (B,) bool: only alive samples are in the loss (deviation 2).
     With `demos` (`load_ptx_demos`) and `args.ptx_coef` > 0 every minibatch also takes the behaviour-cloning
-    loss of `args.ptx_batch_size` demonstration steps drawn from the global torch RNG (deviation 8).
+    loss of `args.ptx_batch_size` demonstration steps drawn from the global torch RNG (deviation 8). With `critic`
+    (--critic state) V is `critic(batch["states"])`, states (B, D), instead of the model's value head.
     Returns the losses averaged over all minibatches, the gradient norms before clipping, and the entropy
     of each action dimension."""
-    value_params = list(model.value_head.parameters())
+    value_params = list((critic if critic is not None else model.value_head).parameters())
     value_ids = {id(p) for p in value_params}
     policy_params = [p for p in model.parameters() if p.requires_grad and id(p) not in value_ids]
     trainable = policy_params + value_params
@@ -352,7 +386,8 @@ def ppo_update(args: Args, model, processor, optimizer, batch: dict, dtype: torc
 
                 # Value loss, unclipped by default (deviation 5): a clip of 0.2 on returns that span 0-1
                 # or more lets V move only 0.2 per iteration, after which it gets no gradient at all
-                newvalue, mb_returns = ev.values, batch["returns"][inds]
+                newvalue = ev.values if critic is None else critic(batch["states"][inds])  # (b,)
+                mb_returns = batch["returns"][inds]
                 if args.clip_vloss:
                     v_clipped = batch["values"][inds] + torch.clamp(
                         newvalue - batch["values"][inds], -args.clip_coef, args.clip_coef)
@@ -417,6 +452,7 @@ def _mean_over_ranks(value: float, world_size: int) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 CKPT_INFO = "openvla_rl.json"
+STATE_CRITIC_FILE = "state_critic.pt"  # --critic state's weights (the value head is saved with the adapter)
 
 
 def rng_state(np_rng: np.random.Generator) -> dict:
@@ -433,7 +469,7 @@ def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
 
 
 def save_checkpoint(run_dir: Path, args: Args, model, optimizer, iteration: int, global_step: int,
-                    rng_states: list[dict]) -> Path:
+                    rng_states: list[dict], critic: StateCritic | None = None) -> Path:
     """Rank 0 only. Written under a temporary name, then renamed: a crash never leaves half a checkpoint."""
     final = run_dir / "checkpoints" / f"iter_{iteration:06d}"
     tmp = final.with_name(final.name + ".tmp")
@@ -442,6 +478,8 @@ def save_checkpoint(run_dir: Path, args: Args, model, optimizer, iteration: int,
     ovp.save_adapter(model, tmp, base_path=args.vla_path)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_states, tmp / "rng_states.pt")
+    if critic is not None:
+        torch.save(critic.state_dict(), tmp / STATE_CRITIC_FILE)
     info = {"vla_path": args.vla_path, "unnorm_key": args.unnorm_key, "iteration": iteration,
             "global_step": global_step, "world_size": len(rng_states), "args": asdict(args)}
     (tmp / CKPT_INFO).write_text(json.dumps(info, indent=2))
@@ -560,6 +598,9 @@ def main(args: Args) -> None:
     if args.ptx_coef > 0 and not Path(args.ptx_demos).is_file():
         raise ovp.OpenVLAError(f"--ptx-demos {args.ptx_demos}: no such file "
                                "(collect one: python sft_openvla.py --demos-only --demos-path demos.npz)")
+    if args.critic == "state" and args.value_head_grad:
+        raise ovp.OpenVLAError("--value-head-grad lets the value loss into the LM through the value head; "
+                               "--critic state has none (drop one of the two)")
     if args.pg_coef == 0 and args.ptx_coef == 0:
         raise ovp.OpenVLAError("--pg-coef 0 without --ptx-coef leaves nothing to train the policy")
     if args.unnorm_key is None:
@@ -576,6 +617,9 @@ def main(args: Args) -> None:
         if info["vla_path"] != args.vla_path:
             raise ovp.OpenVLAError(f"--resume {args.resume} was trained from {info['vla_path']!r}, not "
                                    f"--vla-path {args.vla_path!r}")
+        if info["args"].get("critic", "vla") != args.critic:
+            raise ovp.OpenVLAError(f"--resume {args.resume} trained --critic {info['args'].get('critic', 'vla')}; "
+                                   "exact resume needs the same")
         if info["world_size"] != world_size:
             raise ovp.OpenVLAError(f"--resume {args.resume} ran on {info['world_size']} ranks; exact resume needs the same")
         run_dir = resume_dir.parent.parent
@@ -601,12 +645,28 @@ def main(args: Args) -> None:
         if args.track:
             wandb.init(project=args.wandb_project, name=run_dir.name, config=asdict(args), sync_tensorboard=True)
 
+    # --- envs -----------------------------------------------------------------------------------------
+    # --env-parts splits the CPU workers only: the GPU simulator steps all its envs in one call
+    gpu_sim = args.env_backend == "gpu" or (args.env_backend == "auto" and openvla_envs.gpu_physx_available())
+    if gpu_sim and args.env_parts > 1:
+        raise ovp.OpenVLAError("--env-parts > 1 needs CPU worker envs (--env-backend cpu): the GPU simulator "
+                               "steps all its envs at once")
+    envs = openvla_envs.make_envs(args.env_id, local_num_envs, device=device, backend=args.env_backend,
+                                  reward=args.reward, max_episode_steps=args.num_steps, parts=args.env_parts,
+                                  state_obs=args.critic == "state")
+    eval_envs = {args.env_id: envs}
+    for variant in args.eval_variants:
+        if variant != args.env_id:
+            eval_envs[variant] = openvla_envs.make_envs(variant, local_num_envs, device=device, backend=args.env_backend,
+                                                        max_episode_steps=args.num_steps)
+
     # --- model and optimizer ----------------------------------------------------------------------------
     model, processor = ovp.load_vla(
         args.vla_path, device=device, dtype=dtype, load_in_4bit=args.load_in_4bit,
         lora=None if resume_dir else ovp.LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
-        adapter_path=resume_dir, with_value_head=True, gradient_checkpointing=args.gradient_checkpointing,
+        adapter_path=resume_dir, with_value_head=args.critic == "vla", gradient_checkpointing=args.gradient_checkpointing,
     )
+    critic = StateCritic(envs.state_dim).to(device) if args.critic == "state" else None  # deviation 9
     if args.train_vision and resume_dir is None:  # a resumed adapter restores them, trainable
         ovp.make_vision_trainable(model)
     if args.compile:  # after LoRA, once: the update and the rollout's prefill then run fused kernels
@@ -617,8 +677,11 @@ def main(args: Args) -> None:
     if demos is not None and rank == 0:
         print(f"[ptx] {len(demos['actions'])} demonstration steps from {args.ptx_demos}"
               f"{' (' + ', '.join(args.ptx_variants) + ')' if args.ptx_variants else ''}, coefficient {args.ptx_coef:g}")
-    if world_size > 1:  # every rank starts from rank 0's LoRA init and value head
-        for p in model.parameters():
+    if critic is not None and resume_dir is not None:
+        critic.load_state_dict(torch.load(resume_dir / STATE_CRITIC_FILE, map_location=device))
+    value_module = critic if critic is not None else model.value_head
+    if world_size > 1:  # every rank starts from rank 0's LoRA init and value head (or state critic)
+        for p in [*model.parameters(), *(critic.parameters() if critic is not None else [])]:
             if p.requires_grad:
                 dist.broadcast(p.data, src=0)
     vision_params = [p for p in ovp.vision_modules(model).parameters() if p.requires_grad]  # [] unless --train-vision
@@ -627,7 +690,7 @@ def main(args: Args) -> None:
                    if p.requires_grad and not n.startswith("value_head.") and id(p) not in vision_ids]
     optimizer = torch.optim.Adam([
         {"params": lora_params, "lr": args.learning_rate},
-        {"params": model.value_head.parameters(), "lr": args.value_learning_rate},
+        {"params": value_module.parameters(), "lr": args.value_learning_rate},
         *([{"params": vision_params, "lr": args.vision_learning_rate}] if vision_params else []),
     ], eps=1e-5)
 
@@ -642,20 +705,6 @@ def main(args: Args) -> None:
         set_rng_state(torch.load(resume_dir / "rng_states.pt", weights_only=False)[rank], np_rng)
         start_iteration, global_step = info["iteration"] + 1, info["global_step"]
 
-    # --- envs -----------------------------------------------------------------------------------------
-    # --env-parts splits the CPU workers only: the GPU simulator steps all its envs in one call
-    gpu_sim = args.env_backend == "gpu" or (args.env_backend == "auto" and openvla_envs.gpu_physx_available())
-    if gpu_sim and args.env_parts > 1:
-        raise ovp.OpenVLAError("--env-parts > 1 needs CPU worker envs (--env-backend cpu): the GPU simulator "
-                               "steps all its envs at once")
-    envs = openvla_envs.make_envs(args.env_id, local_num_envs, device=device, backend=args.env_backend,
-                                  reward=args.reward, max_episode_steps=args.num_steps, parts=args.env_parts)
-    eval_envs = {args.env_id: envs}
-    for variant in args.eval_variants:
-        if variant != args.env_id:
-            eval_envs[variant] = openvla_envs.make_envs(variant, local_num_envs, device=device, backend=args.env_backend,
-                                                        max_episode_steps=args.num_steps)
-
     # --- storage (this rank's rollout) --------------------------------------------------------------------
     T, N = args.num_steps, local_num_envs
     obs = torch.zeros((T, N, 224, 224, 3), dtype=torch.uint8, device=device)
@@ -668,6 +717,7 @@ def main(args: Args) -> None:
     rewards = torch.zeros((T, N), device=device)
     successes = torch.zeros((T, N), dtype=torch.bool, device=device)  # the env's success indicator per step
     values = torch.zeros((T, N), device=device)
+    sim_states = torch.zeros((T, N, envs.state_dim), device=device) if critic is not None else None  # (deviation 9)
 
     # SIGTERM / SIGINT: stop at the next safe point, save, exit 0 (preemptible clusters)
     stop = {"requested": False}
@@ -688,7 +738,7 @@ def main(args: Args) -> None:
         else:
             states = [rng_states_this_rank]
         if rank == 0:
-            path = save_checkpoint(run_dir, args, model, optimizer, iteration, global_step, states)
+            path = save_checkpoint(run_dir, args, model, optimizer, iteration, global_step, states, critic)
             tqdm.write(f"saved {path}")
 
     # --- loop -------------------------------------------------------------------------------------------
@@ -724,6 +774,8 @@ def main(args: Args) -> None:
                     env_time += time.time() - env_start
                     successes[step - 1, rows] = infos["success"]
                 obs[step, rows] = next_obs[rows]
+                if critic is not None:
+                    sim_states[step, rows] = envs.states[rows]  # the simulator's state behind these images
                 with torch.no_grad():
                     sample = model.generate_actions(input_ids[rows], attention_mask[rows],
                                                     processor.process_images(next_obs[rows], dtype),
@@ -733,7 +785,8 @@ def main(args: Args) -> None:
                 if reuse:
                     patches[step, rows] = sample.patch_embeddings  # (N / parts, 256, H)
                 logprobs[step, rows] = sample.logprobs.sum(-1)  # composite action log-prob (deviation 1)
-                values[step, rows] = sample.values
+                with torch.no_grad():
+                    values[step, rows] = sample.values if critic is None else critic(sim_states[step, rows])
                 envs.step_async(ovp.tokens_to_actions(sample.tokens, model.config, stats), p)
             if stop_requested():
                 interrupted = True
@@ -755,7 +808,9 @@ def main(args: Args) -> None:
             alive, terminals = episode_masks(successes, args.success_ends_episode)  # (T, N) each
             rewards *= alive  # nothing after the end of an episode counts
             last_values = torch.zeros(N, device=device)  # (N,) V after the last step; 0 = the time limit is terminal
-            if args.bootstrap_time_limit:
+            if args.bootstrap_time_limit and critic is not None:
+                last_values = critic(envs.states)
+            elif args.bootstrap_time_limit:
                 last_values = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs, dtype),
                                                      greedy=True, decode=decode).values  # greedy: no random draws
             advantages, returns = compute_gae(rewards, values, terminals, last_values, args.gamma, args.gae_lambda)
@@ -780,8 +835,9 @@ def main(args: Args) -> None:
             "returns": returns.reshape(-1),
             "values": values.reshape(-1),
             "alive": alive.reshape(-1),
+            "states": sim_states.flatten(0, 1) if critic is not None else None,  # (T * N, D)
         }
-        losses = ppo_update(args, model, processor, optimizer, batch, dtype, world_size, demos)
+        losses = ppo_update(args, model, processor, optimizer, batch, dtype, world_size, demos, critic)
         update_time = time.time() - update_start
 
         # log (metrics averaged over ranks; only rank 0 writes)

@@ -55,6 +55,13 @@ its group's mean, over its std). The episodes of a group share a layout and are 
 estimate is taken over groups (h of a group = the mean of its episodes') and converted back to episodes (x S).
 If `grpo` resolves where `mc` does not, the noise is in the layouts' differences, which a per-layout baseline
 removes.
+`--state-critic-folds K` asks what a critic on the simulator's state (`ppo_openvla --critic state`, deviation 9)
+would leave of the noise: it keeps each step's state (`openvla_envs.state_vector`), fits `ppo_openvla.StateCritic`
+to the discounted returns K times, each time on all episodes but one K-th and predicting that K-th (cross-fitting,
+so no episode's values saw its own return), and adds `state_gae` (GAE at `--gae-lambda` with those values) and
+`state_gae0` (lambda 0); `state_critic_explained_variance` is the held-out values' against the returns. A critic
+fitted on M (K - 1) / K episodes knows less than one trained over a run's thousands: an upper bound on the noise.
+A checkpoint of a `--critic state` run (`state_critic.pt`) gives `gae` from its own critic.
 `--vision` also takes every gradient with respect to the vision towers and the projector (what the scripts'
 `--train-vision` trains; frozen in the checkpoint's run) and reports each advantage twice more: `KEY#vision`
 (towers and projector alone) and `KEY#all` (LoRA and vision together); `KEY` stays the LoRA weights'. Does the
@@ -77,7 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import openvla_envs  # noqa: E402
 import openvla_patch as ovp  # noqa: E402
 from grpo_openvla import group_advantages, group_seeds  # noqa: E402  (the scripts' own pieces)
-from ppo_openvla import CKPT_INFO, compute_gae, episode_masks  # noqa: E402
+from ppo_openvla import CKPT_INFO, STATE_CRITIC_FILE, StateCritic, compute_gae, episode_masks  # noqa: E402
 
 
 @dataclass
@@ -112,6 +119,11 @@ class Args:
     KEY@rotation, KEY@gripper"""
     vision: bool = False
     """also measure the gradients with respect to the vision towers and the projector (KEY#vision, KEY#all)"""
+    state_critic_folds: int = 0
+    """> 1: add `state_gae` and `state_gae0`, GAE with a critic on the simulator's state cross-fitted over this
+    many folds of the episodes (see above); 0: off"""
+    state_critic_steps: int = 2000
+    """Adam steps (lr 1e-3, 512 states each) of each fold's critic"""
     out: str = ""
     """write the results as JSON here (empty: print only)"""
 
@@ -202,19 +214,55 @@ def estimate(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Genera
     return est
 
 
+def cross_fitted_values(states: torch.Tensor, last_states: torch.Tensor, returns: torch.Tensor, alive: torch.Tensor,
+                        folds: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """states (T, M, D), last_states (M, D) after the last step, returns (T, M) the targets, alive (T, M) the steps
+    in the loss -> values (T, M), last_values (M,) and their explained variance on the alive steps (nan: constant returns): episode i's from
+    a `StateCritic` fitted (Adam, lr 1e-3, 512 alive states per step, squared error) on the other folds' episodes."""
+    T, M, D = states.shape
+    values, last_values = torch.zeros(T, M), torch.zeros(M)
+    gen = torch.Generator().manual_seed(seed)
+    fold_of = torch.randperm(M, generator=gen) % folds  # (M,)
+    for k in range(folds):
+        train = (fold_of != k)[None].expand(T, M) & alive
+        x, y = states[train], returns[train]  # (S, D), (S,)
+        torch.manual_seed(seed + k)
+        critic = StateCritic(D)
+        optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+        for _ in range(steps):
+            j = torch.randint(len(y), (512,), generator=gen)
+            loss = 0.5 * ((critic(x[j]) - y[j]) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            held = fold_of == k
+            values[:, held], last_values[held] = critic(states[:, held]), critic(last_states[held])
+    y, pred = returns[alive], values[alive]
+    return values, last_values, float("nan") if y.var() == 0 else (1 - (y - pred).var() / y.var()).item()
+
+
 def main(args: Args) -> None:
     if args.episodes % args.num_envs or args.episodes < 4:
         raise SystemExit(f"error: --episodes ({args.episodes}) must be a multiple of --num-envs and at least 4")
     if args.group_size < 1 or args.num_envs % args.group_size or args.episodes // args.group_size < 4:
         raise SystemExit(f"error: --group-size ({args.group_size}) must divide --num-envs and leave at least 4 groups")
+    if args.state_critic_folds == 1 or args.state_critic_folds > args.episodes:
+        raise SystemExit(f"error: --state-critic-folds ({args.state_critic_folds}) must be 0 (off) or 2..--episodes")
     ckpt = Path(args.checkpoint)
     if not (ckpt / CKPT_INFO).exists():
         raise SystemExit(f"error: {ckpt} is not an RL checkpoint (no {CKPT_INFO}): pass .../checkpoints/iter_NNNNNN")
     info = json.loads((ckpt / CKPT_INFO).read_text())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
+    run_critic = None  # a --critic state run's own critic
+    if (ckpt / STATE_CRITIC_FILE).exists():
+        weights = torch.load(ckpt / STATE_CRITIC_FILE, map_location="cpu")
+        run_critic = StateCritic(weights["net.0.weight"].shape[1])
+        run_critic.load_state_dict(weights)
+    with_states = run_critic is not None or args.state_critic_folds > 1
     model, processor = ovp.load_vla(info["vla_path"], device=device, dtype=torch.float32, adapter_path=ckpt,
-                                    with_value_head=True)
+                                    with_value_head=run_critic is None)
     stats = ovp.action_stats(model.config, info["unnorm_key"])
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("value_head.")]
     n_lora = sum(p.numel() for p in params)  # each gradient row: the LoRA weights', then (--vision) the towers'
@@ -222,7 +270,7 @@ def main(args: Args) -> None:
         ovp.make_vision_trainable(model)
         params += list(ovp.vision_modules(model).parameters())
     envs = openvla_envs.make_envs(args.env_id, args.num_envs, device=device, backend="cpu", reward=args.reward,
-                                  max_episode_steps=args.num_steps)
+                                  max_episode_steps=args.num_steps, state_obs=with_states)
     rng = np.random.default_rng(args.seed)
 
     # --- rollout: the sampling policy, as in ppo_openvla (stored per episode: images, prompt, tokens) ---------
@@ -231,6 +279,8 @@ def main(args: Args) -> None:
     tokens = torch.zeros((T, M, ovp.ACTION_DIM), dtype=torch.long)
     values, successes, env_rewards = torch.zeros((T, M)), torch.zeros((T, M), dtype=torch.bool), torch.zeros((T, M))
     last_values, prompts = torch.zeros(M), []
+    states = torch.zeros((T, M, envs.state_dim)) if with_states else None  # (T, M, D) the simulator's state
+    last_states = torch.zeros((M, envs.state_dim)) if with_states else None
     model.eval()
     start = time.time()
     for first in tqdm(range(0, M, args.num_envs), desc="rollout", unit="round"):
@@ -240,15 +290,20 @@ def main(args: Args) -> None:
         prompts += [(input_ids[i], attention_mask[i]) for i in range(args.num_envs)]
         for t in range(T):
             obs[t, cols] = next_obs.cpu()
+            if with_states:
+                states[t, cols] = envs.states.cpu()
             with torch.no_grad():
                 sample = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs),
                                                 temperature=args.temperature)
-            tokens[t, cols], values[t, cols] = sample.tokens.cpu(), sample.values.cpu()
+                values[t, cols] = (sample.values if run_critic is None else run_critic(envs.states.cpu())).cpu()
+            tokens[t, cols] = sample.tokens.cpu()
             next_obs, reward, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
             successes[t, cols], env_rewards[t, cols] = infos["success"].cpu(), reward.cpu()
         with torch.no_grad():
-            last_values[cols] = model.generate_actions(input_ids, attention_mask, processor.process_images(next_obs),
-                                                       greedy=True).values.cpu()
+            if with_states:
+                last_states[cols] = envs.states.cpu()
+            last_values[cols] = (run_critic(last_states[cols]) if run_critic is not None else model.generate_actions(
+                input_ids, attention_mask, processor.process_images(next_obs), greedy=True).values.cpu())
     envs.close()
     rollout_s = time.time() - start
 
@@ -266,6 +321,12 @@ def main(args: Args) -> None:
         for key, lam in ((f"gae_{args.reward}", args.gae_lambda), (f"gae0_{args.reward}", 0.0)):
             advantages[key] = compute_gae(dense, values, terminals, last_values, args.gamma, lam)[0]
         advantages["critic0"] = compute_gae(torch.zeros_like(dense), values, terminals, last_values, args.gamma, 0.0)[0]
+    if args.state_critic_folds > 1:  # a critic on the simulator's state, cross-fitted (see above)
+        returns = compute_gae(rewards, torch.zeros_like(values), terminals, torch.zeros(M), args.gamma, 1.0)[0]
+        state_values, state_last, state_ev = cross_fitted_values(states, last_states, returns, alive,
+                                                                 args.state_critic_folds, args.state_critic_steps, args.seed)
+        for key, lam in (("state_gae", args.gae_lambda), ("state_gae0", 0.0)):
+            advantages[key] = compute_gae(rewards, state_values, terminals, state_last, args.gamma, lam)[0]
     if args.group_size > 1:  # GRPO's: the return against the group's, at every step of the episode
         returns = (args.gamma ** torch.arange(T, dtype=torch.float32)[:, None] * rewards).sum(0)  # (M,)
         advantages["grpo"] = group_advantages(returns, args.group_size, scale_rewards=True).expand(T, M)
@@ -307,6 +368,7 @@ def main(args: Args) -> None:
     results = {"args": asdict(args), "checkpoint_info": {k: info[k] for k in ("vla_path", "iteration", "global_step")},
                "rollout_success_once": successes.any(0).float().mean().item(), "steps_in_loss": int(n),
                "trainable_parameters": n_lora, "rollout_s": rollout_s,
+               **({"state_critic_explained_variance": state_ev} if args.state_critic_folds > 1 else {}),
                "trace_sigma_per": "episode" if args.group_size == 1 else f"group of {args.group_size} episodes"}
     if args.vision:
         results["vision_parameters"] = sum(p.numel() for p in params) - n_lora

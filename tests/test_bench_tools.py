@@ -236,6 +236,27 @@ def test_gradient_noise_cross_cosine_sees_through_shared_noise():
     assert cross_cosines(h_a @ h_c.T, h_a @ h_a.T, h_c @ h_c.T, 50, gen)["signal_cosine"] == pytest.approx(0, abs=0.1)
 
 
+def test_gradient_noise_state_critic_is_cross_fitted():
+    """bench/gradient_noise.py's `--state-critic-folds`: each episode's values come from a critic that never saw its
+    returns (changing one episode's returns leaves its values, and moves others'), and a return that is a smooth
+    function of the state is fitted well out of sample."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gradient_noise import cross_fitted_values
+
+    gen = torch.Generator().manual_seed(0)
+    T, M, D = 10, 16, 4
+    states, last = torch.randn(T, M, D, generator=gen), torch.randn(M, D, generator=gen)
+    returns = torch.tanh(states[..., 0] - 0.5 * states[..., 1])
+    alive = torch.ones(T, M, dtype=torch.bool)
+    values, last_values, ev = cross_fitted_values(states, last, returns, alive, folds=4, steps=300, seed=0)
+    assert values.shape == (T, M) and last_values.shape == (M,) and ev > 0.8
+    changed = returns.clone()
+    changed[:, 0] = -changed[:, 0]
+    values2, _, _ = cross_fitted_values(states, last, changed, alive, folds=4, steps=300, seed=0)
+    assert torch.equal(values2[:, 0], values[:, 0])  # its own fold's critic never saw episode 0
+    assert not torch.equal(values2, values)  # the other folds' critics did
+
+
 def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny_fp32):
     """bench/demo_likelihood.py: per variant, the NLL of the demonstrations' action tokens under the checkpoint's
     policy, each step under its own episode's instruction (the numbers of `evaluate_actions`, split by variant)."""

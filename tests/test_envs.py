@@ -212,6 +212,31 @@ def test_parts_step_asynchronously_with_the_results_of_one_batch():
         oe.VecEnv(oe.TABLETOP_ENV_ID, {}, 2, "panda", "gpu", "cpu", 80, False, "spawn", parts=2)
 
 
+def test_state_observation_is_the_simulators_state_behind_the_images():
+    """`state_obs`: `states` (N, D) holds, per env, the robot's qpos and qvel and the task's extra (gripper, object
+    and goal poses and the vectors between them), for the images `reset` and `step_wait(p)` (part p's rows) just
+    returned: what `ppo_openvla --critic state` reads."""
+    envs = oe.make_envs("train", 2, backend="cpu", max_episode_steps=5, parts=2, state_obs=True)
+    try:
+        assert envs.state_dim == 42
+        envs.reset([0, 1])
+        start = envs.states.clone()
+        qpos, qvel, tcp, grasped, obj, goal, tcp_to_obj, obj_to_goal = start.split([9, 9, 7, 1, 7, 3, 3, 3], 1)
+        assert torch.allclose(tcp_to_obj, obj[:, :3] - tcp[:, :3], atol=1e-6)
+        assert torch.allclose(obj_to_goal, goal - obj[:, :3], atol=1e-6)
+        assert (grasped == 0).all() and not torch.equal(obj[0], obj[1])  # two layouts, nothing held
+        down = torch.tensor([[0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]])  # 1 cm down, gripper open
+        envs.step_async(down, 0)
+        envs.step_wait(0)
+        assert envs.states[0, 20] < start[0, 20] - 0.005  # part 0's gripper went down ...
+        assert torch.equal(envs.states[1], start[1])  # ... and part 1's row waits for its own step
+        with pytest.raises(ValueError, match="state_obs=True"):
+            envs.state_obs = False
+            envs.state_dim  # noqa: B018
+    finally:
+        envs.close()
+
+
 @pytest.mark.parametrize(
     "env_kwargs",
     [

@@ -21,7 +21,7 @@ from script_harness import (
 )
 
 import openvla_patch as ovp
-from ppo_openvla import Args, compute_gae, episode_masks, load_ptx_demos, ppo_update
+from ppo_openvla import Args, StateCritic, compute_gae, episode_masks, load_ptx_demos, ppo_update
 
 SCRIPT = "ppo_openvla.py"
 SMOKE = ["--vla-path", "tiny", "--num-envs", "2", "--num-steps", "4", "--num-minibatches", "2",
@@ -220,6 +220,28 @@ def test_value_loss_touches_only_the_head_when_detached(tiny_dir, value_head_gra
     assert lora_changed == value_head_grad
 
 
+def test_state_critic_learns_the_returns_and_leaves_the_policy(tiny_dir):
+    """--critic state (deviation 9): V = StateCritic(batch["states"]); with zero advantages the update moves the
+    critic toward the returns and no LoRA weight, and the model's value head is not used."""
+    model, processor, batch = fixed_update_batch(tiny_dir, [0.0] * 8)
+    torch.manual_seed(0)
+    critic = StateCritic(5)
+    batch["states"] = torch.randn(8, 5)
+    batch["returns"] = batch["states"][:, 0].clone()  # a value the critic can fit
+    optimizer = torch.optim.Adam([{"params": [p for n, p in model.named_parameters() if p.requires_grad
+                                              and not n.startswith("value_head.")], "lr": 1e-3},
+                                  {"params": critic.parameters(), "lr": 3e-3}])
+    args = Args(num_minibatches=1, critic="state")
+    before = ovp.trainable_state_dict(model)
+    error = lambda: ((critic(batch["states"]) - batch["returns"]) ** 2).mean().item()  # noqa: E731
+    start = error()
+    for _ in range(20):
+        losses = ppo_update(args, model, processor, optimizer, batch, torch.float32, world_size=1, critic=critic)
+    after = ovp.trainable_state_dict(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the LoRA and the unused value head alike
+    assert error() < 0.2 * start and losses["grad_norm_value"] > 0
+
+
 # --- the background runs (started by the fixtures above, running during the in-process tests), waited for last ---
 
 
@@ -230,6 +252,30 @@ def test_overlapped_rollout_is_on_policy(tmp_path):
     logged = scalars(run)
     assert logged["losses/first_ratio"] and all(abs(r - 1) < 1e-4 for r in logged["losses/first_ratio"])
     assert logged["charts/success_once"], "the rollout logged no episode statistics"
+
+
+def test_state_critic_run_resumes_exactly(tmp_path):
+    """--critic state end to end: the envs' state observations reach the critic, which is saved (state_critic.pt),
+    and 1 iteration + resume + 1 more gives the straight run's LoRA and critic bit for bit; a resume with the
+    other critic is refused in one line."""
+    flags = [*SMOKE, "--critic", "state", "--value-learning-rate", "1e-3", "--eval-every", "0", "--num-iterations", "2"]
+    (tmp_path / "straight").mkdir()
+    straight = run_to_dir(SCRIPT, flags, tmp_path / "straight")
+    ckpts = straight / "checkpoints"
+    assert (ckpts / "iter_000002" / "state_critic.pt").exists()
+    assert not (ckpts / "iter_000002" / "value_head.safetensors").exists()
+    copy = tmp_path / "copy" / straight.name
+    shutil.copytree(straight, copy)
+    shutil.rmtree(copy / "checkpoints" / "iter_000002")
+    code, _, stderr = run_in_process(SCRIPT, [*flags, "--resume", str(copy / "checkpoints" / "iter_000001")], tmp_path)
+    assert code == 0, stderr[-3000:]
+    weights = lambda c: {**load_file(c / "adapter_model.safetensors"), **torch.load(c / "state_critic.pt")}  # noqa: E731
+    a, b = weights(ckpts / "iter_000002"), weights(copy / "checkpoints" / "iter_000002")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first = weights(ckpts / "iter_000001")
+    assert not torch.equal(first["net.6.weight"], a["net.6.weight"])  # the critic trained
+    code, _, stderr = run_in_process(SCRIPT, [*SMOKE, "--resume", str(ckpts / "iter_000001")], tmp_path)
+    assert code == 2 and "trained --critic state; exact resume needs the same" in stderr.strip().splitlines()[-1]
 
 
 def test_exact_resume(smoke_run, resume_run):
