@@ -42,6 +42,8 @@
 # its own) at lambda 0 and at PPO's 0.95 (lmonly, the LoRA alone, is the arm after those).
 # Session 19 ran ARM=progress0 LIKELIHOOD=0 alone on one nvidia-h200 (no nvidia-h200-x2 was lent): `train` down
 # (0.40 sampled, p = 0.0026), the plate up (0.35, p = 0.021), grasps lost (never held 39 -> 74; BENCHMARKS.md section 4).
+# Session 20 proposed ARM=state LIKELIHOOD=0: vlr1e5 with the critic on the simulator's state (ppo_openvla --critic
+# state, deviation 9), so that GAE takes the later steps' noise out of each step's credit (states2: its second seed).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -63,6 +65,8 @@ flags() {  # arm -> its PPO flags
     progress) echo "--train-vision --vision-learning-rate 1e-5 --reward progress" ;;  # per-step signal (session 18)
     progress0) echo "--train-vision --vision-learning-rate 1e-5 --reward progress --gae-lambda 0" ;;  # its TD(0) credit
     lmonly) echo "--seed 1" ;;  # LoRA on the LM alone, the blog's setting
+    state) echo "--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3" ;;  # session 20
+    states2) echo "--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3 --seed 2" ;;
     *) return 1 ;;
   esac
 }
