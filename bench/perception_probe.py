@@ -144,6 +144,9 @@ def probe(x: torch.Tensor, y: torch.Tensor, episode: torch.Tensor, folds: int, s
 def main(args: Args) -> None:
     if args.episodes % args.num_envs or args.episodes < 8:
         raise SystemExit(f"error: --episodes ({args.episodes}) must be a multiple of --num-envs and at least 8")
+    if args.env_id not in openvla_envs.VARIANTS:
+        raise SystemExit(f"error: --env-id {args.env_id}: the probe reads the built-in tasks' state layout; use one of "
+                         f"{', '.join(openvla_envs.VARIANTS)}")
     for path in args.checkpoints:
         if not Path(path).is_dir():
             raise SystemExit(f"error: {path}: not a model directory")
