@@ -217,8 +217,9 @@ def estimate(gram: torch.Tensor, group_size: int, splits: int, gen: torch.Genera
 def cross_fitted_values(states: torch.Tensor, last_states: torch.Tensor, returns: torch.Tensor, alive: torch.Tensor,
                         folds: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """states (T, M, D), last_states (M, D) after the last step, returns (T, M) the targets, alive (T, M) the steps
-    in the loss -> values (T, M), last_values (M,) and their explained variance on the alive steps (nan: constant returns): episode i's from
-    a `StateCritic` fitted (Adam, lr 1e-3, 512 alive states per step, squared error) on the other folds' episodes."""
+    in the loss -> values (T, M), last_values (M,) and their explained variance on the alive steps (nan: constant
+    returns): episode i's from a `StateCritic` fitted (Adam, lr 1e-3, 512 alive states per step, squared error) on
+    the other folds' episodes."""
     T, M, D = states.shape
     values, last_values = torch.zeros(T, M), torch.zeros(M)
     gen = torch.Generator().manual_seed(seed)
