@@ -505,15 +505,20 @@ class OpenVLAForActionPrediction(nn.Module):
 
     # -- RL interface --------------------------------------------------------------------------------
 
-    def forward(self, input_ids, attention_mask, pixel_values, target_tokens):
+    def forward(self, input_ids, attention_mask, pixel_values, target_tokens, *,
+                patch_embeddings: torch.Tensor | None = None):
         """Teacher-forced pass: prompt + `target_tokens` (B, K) -> (logits (B, K, V), hidden (B, K, H)).
 
         Position k holds the prediction of target_tokens[:, k] (full vocabulary, for SFT's cross-entropy);
-        hidden[:, 0] is the last prompt token's state (the value head's input).
+        hidden[:, 0] is the last prompt token's state (the value head's input). Pass `pixel_values=None` and
+        `patch_embeddings` (B, 256, H), the caller's own `embed_images(pixel_values)` in the same graph, where it
+        reads them too (SFT's auxiliary state head); unlike `evaluate_actions`, no stale reuse is guarded against.
         """
+        if (pixel_values is None) == (patch_embeddings is None):
+            raise ValueError("pass exactly one of pixel_values and patch_embeddings")
+        patches = self.embed_images(pixel_values) if patch_embeddings is None else patch_embeddings
         k = target_tokens.shape[1]
-        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, self.embed_images(pixel_values),
-                                                          target_tokens[:, :-1])
+        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, patches, target_tokens[:, :-1])
         with self.lm_autocast():
             out = self.causal_lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                                        use_cache=False)

@@ -34,6 +34,17 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    global batch over ranks (one shared permutation per epoch, rank r takes its slice), not a
    `DistributedSampler`.
 6. Rank 0 collects the demonstrations (other ranks wait, then read the `.npz`), evaluates and saves.
+7. `--state-aux-coef c` (off by default) adds an auxiliary loss: a linear head on the flattened patch embeddings
+   (the projector's output, what the LM reads) regresses the simulator's state at each demonstration step
+   (`openvla_envs.state_vector`: robot qpos/qvel, gripper, cube and goal poses; standardised by the demos' mean
+   and std), weighted c against the cross-entropy. Why: the released towers (DINOv2, SigLIP) come pretrained on
+   web images and resolve where things are; the small model's towers are trained from scratch on a
+   thousand demonstrations, and the action loss alone left their features unable to say where the cube is
+   relative to the gripper to better than ~3 cm (BENCHMARKS.md section 4, session 20's probe), while a grasp
+   needs ~2. The state is privileged, used at training time only (as an asymmetric critic's is, Pinto et al.
+   2018, who also trained on it as an auxiliary task); the head is dropped at save, so the checkpoint and the
+   policy still see only the image and the instruction. For small models trained from scratch; 7B's towers
+   need none.
 
 Commands:
     # 1 GPU, 7B with LoRA (bf16):
@@ -45,6 +56,7 @@ Commands:
         --max-steps 50 --batch-size 8 --eval-every 50 --eval-episodes 2
 Then: python eval_generalization.py --checkpoints checkpoints/sft-openvla --unnorm-key sft_tabletop
 Demonstrations only (for ppo_openvla.py --ptx-demos): add --demos-only (collects into --demos-path and exits).
+Small model from scratch, with towers taught the scene's geometry (deviation 7): add --state-aux-coef 1.
 """
 
 import math
@@ -62,6 +74,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import tyro
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -156,6 +169,9 @@ class Args:
     """optimizer steps"""
     image_aug: bool = True
     """random 90 %-area crop + colour jitter on the training images"""
+    state_aux_coef: float = 0.0
+    """weight of the auxiliary loss (deviation 7): a linear head on the flattened patch embeddings regresses the
+    simulator's state (standardised); 0 = off. Needs demonstrations collected with it (they then store `states`)"""
 
     # logging, evaluation, saving
     log_every: int = 10
@@ -188,14 +204,17 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
 
     Returns the arrays stored in the .npz: images (T, 224, 224, 3) uint8, actions (T, 7) float32,
     episode_index (T,) int32, and per episode: episode_starts (E + 1,) int64 boundaries (episode e is
-    rows episode_starts[e]:episode_starts[e + 1]), instructions (E,) str, variants (E,) str, seeds (E,).
+    rows episode_starts[e]:episode_starts[e + 1]), instructions (E,) str, variants (E,) str, seeds (E,);
+    with --state-aux-coef also states (T, D) float32, the simulator's state behind each image.
     """
     images, actions, instructions, variants, seeds, lengths = [], [], [], [], [], []
+    record_states, states = args.state_aux_coef > 0, []
     kept_envs = None
     env_steps, start, startup = 0, time.time(), 0.0
     for v, variant in enumerate(args.variants):
         made = time.time()
-        envs = make_envs(variant, args.num_envs, backend=args.env_backend, max_episode_steps=args.episode_steps)
+        envs = make_envs(variant, args.num_envs, backend=args.env_backend, max_episode_steps=args.episode_steps,
+                         state_obs=record_states)
         startup += time.time() - made  # starting env workers, reported apart from the stepping rate
         kept, attempts = 0, 0
         max_attempts = 4 * args.demos_per_task + args.num_envs  # the expert rarely fails: stop a hopeless setup
@@ -203,7 +222,7 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
         while kept < args.demos_per_task and attempts < max_attempts:
             round_seeds = [args.demo_seed + 100_000 * v + attempts + i for i in range(args.num_envs)]
             obs, round_instructions = envs.reset(round_seeds)
-            frames, expert = [], []  # per step: (N, 224, 224, 3) uint8, (N, 7) float32
+            frames, expert, round_states = [], [], []  # per step: (N, 224, 224, 3) uint8, (N, 7), (N, D) float32
             first_success = np.full(args.num_envs, -1)  # step count at the first success, -1 = not yet
             for t in range(args.episode_steps):
                 # DART (Laskey et al. 2017): execute the noisy action, so the demos visit off-nominal states,
@@ -213,6 +232,8 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
                 step_actions = envs.expert_actions(args.expert_noise, args.expert_pause_prob)  # (N, 7)
                 frames.append(obs.cpu().numpy())
                 expert.append(labels.cpu().numpy().astype(np.float32))
+                if record_states:
+                    round_states.append(envs.states.cpu().numpy().copy())  # a copy: `states` is updated in place
                 obs, _, _, infos = envs.step(step_actions)
                 env_steps += args.num_envs
                 success = infos["success"].cpu().numpy()
@@ -220,10 +241,13 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
                 if (first_success >= 0).all() and t + 1 >= first_success.max() + args.steps_after_success:
                     break  # every env has what we store: stop the round early
             frames_np, expert_np = np.stack(frames, 1), np.stack(expert, 1)  # (N, t, 224, 224, 3), (N, t, 7)
+            states_np = np.stack(round_states, 1) if record_states else None  # (N, t, D)
             for i in np.flatnonzero(first_success >= 0)[: args.demos_per_task - kept]:
                 length = min(first_success[i] + args.steps_after_success, len(frames))
                 images.append(frames_np[i, :length])
                 actions.append(expert_np[i, :length])
+                if record_states:
+                    states.append(states_np[i, :length])
                 instructions.append(round_instructions[i])
                 variants.append(variant)
                 seeds.append(round_seeds[i])
@@ -243,12 +267,15 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
     print(f"[demos] {len(lengths)} demos, {sum(lengths)} steps kept in {total:.0f} s: {len(lengths) / total * 60:.1f} "
           f"demos/min with env start-up, {env_steps / (total - startup):.1f} env steps/s without")
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return {
+    demos = {
         "images": np.concatenate(images), "actions": np.concatenate(actions),
         "episode_index": np.repeat(np.arange(len(lengths)), lengths).astype(np.int32),
         "episode_starts": starts, "instructions": np.array(instructions), "variants": np.array(variants),
         "seeds": np.array(seeds, dtype=np.int64),
-    }, kept_envs
+    }
+    if record_states:
+        demos["states"] = np.concatenate(states).astype(np.float32)
+    return demos, kept_envs
 
 
 def save_demos(demos: dict[str, np.ndarray], path: Path) -> None:
@@ -303,6 +330,21 @@ def evaluate(model, processor, envs, episodes: int, stats) -> dict[str, float]:
     return {"success_once": float(np.mean(once[:episodes])), "success_at_end": float(np.mean(at_end[:episodes]))}
 
 
+class SFTModel(nn.Module):
+    """The VLA and, with --state-aux-coef, the auxiliary state head (deviation 7): one module, so that DDP averages
+    the gradients of both. The head is a training device only: the VLA (`.vla`) is what is evaluated and saved."""
+
+    def __init__(self, vla: nn.Module, state_head: nn.Linear | None):
+        super().__init__()
+        self.vla, self.state_head = vla, state_head
+
+    def forward(self, input_ids, attention_mask, pixel_values, targets) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> logits (B, 8, V) over the 7 action tokens + EOS, and the head's standardised state (B, D) or None."""
+        patches = self.vla.embed_images(pixel_values)  # (B, 256, H): what the LM reads, and the head
+        logits, _ = self.vla(input_ids, attention_mask, None, targets, patch_embeddings=patches)
+        return logits, None if self.state_head is None else self.state_head(patches.flatten(1))
+
+
 def save_checkpoint(model, processor, args: Args, output: Path) -> None:
     """A full checkpoint in the released format (LoRA merged) at `output`, written atomically.
 
@@ -340,6 +382,8 @@ if __name__ == "__main__":
         sys.exit(0)
     if args.lora_rank < 0 or (args.load_in_4bit and args.lora_rank == 0):
         fail("--load-in-4bit needs --lora-rank > 0, and --lora-rank must be >= 0")
+    if args.state_aux_coef < 0:
+        fail(f"--state-aux-coef {args.state_aux_coef} must be >= 0")
     if args.lr_hold_steps and not (args.lr_schedule == "cosine" and 0 < args.lr_hold_steps < args.max_steps):
         fail(f"--lr-hold-steps {args.lr_hold_steps} needs --lr-schedule cosine and must lie in (0, --max-steps)")
     output = Path(args.output_dir)
@@ -391,6 +435,14 @@ if __name__ == "__main__":
     demo_actions = torch.from_numpy(demos["actions"])  # (T, 7) float32
     step_instructions = demos["instructions"][demos["episode_index"]].tolist()  # (T,) one per step
     num_samples = len(demo_actions)
+    if args.state_aux_coef > 0:
+        if "states" not in demos:
+            fail(f"{demos_path} holds no simulator states (collected without --state-aux-coef): "
+                 "collect again with --no-reuse-demos")
+        demo_states = torch.from_numpy(demos["states"])  # (T, D) float32
+        # standardised per dimension (deviation 7); a dimension that never changes (std 0) is a target of 0
+        state_mean, state_std = demo_states.mean(0), demo_states.std(0).clamp_min(1e-6)
+        demo_states = (demo_states - state_mean) / state_std
     if rank == 0:
         print(f"[demos] {len(demos['instructions'])} episodes, {num_samples} steps, variants "
               f"{sorted(set(demos['variants'].tolist()))}")
@@ -416,8 +468,13 @@ if __name__ == "__main__":
     first_action_id = model.config.action_token_ids.start
     # Full fine-tuning: each vision tower's last block and final norm never receive a gradient (OpenVLA
     # reads the second-to-last block), so DDP must be told that some parameters go unused.
-    ddp_model = DDP(model, find_unused_parameters=lora is None) if world_size > 1 else model
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
+    state_head = None
+    if args.state_aux_coef > 0:  # deviation 7: flattened patch embeddings (256 * H) -> the state (D), linearly
+        num_patches = model.embed_images(processor.process_images(demo_images[:1]).to(device)).shape[1]
+        state_head = nn.Linear(num_patches * model.config.llama_config().hidden_size, demo_states.shape[1]).to(device)
+    trained = SFTModel(model, state_head)
+    ddp_model = DDP(trained, find_unused_parameters=lora is None) if world_size > 1 else trained
+    optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=args.learning_rate,
                                   weight_decay=args.weight_decay)
     def cosine(step: int) -> float:  # the factor on the peak rate after `step` optimizer steps (deviation 5)
         decayed = max(0, step - args.lr_hold_steps) / (args.max_steps - args.lr_hold_steps)
@@ -427,7 +484,9 @@ if __name__ == "__main__":
     if rank == 0:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[model] {args.vla_path}: {trainable / 1e6:.2f} M trainable parameters "
-              f"({'LoRA r' + str(args.lora_rank) if lora else 'full fine-tuning'}), {'bf16' if bf16 else 'fp32'}")
+              f"({'LoRA r' + str(args.lora_rank) if lora else 'full fine-tuning'}), {'bf16' if bf16 else 'fp32'}"
+              + (f"; state head {sum(p.numel() for p in state_head.parameters()) / 1e6:.2f} M (not saved), "
+                 f"D = {demo_states.shape[1]}, weight {args.state_aux_coef}" if state_head else ""))
 
     # -----------------------------------------------------------------------------------------------
     # Loop
@@ -435,7 +494,7 @@ if __name__ == "__main__":
     global_batch = args.batch_size * world_size
     permutation, cursor, epoch = torch.empty(0, dtype=torch.long), 0, 0
     train_time, window = 0.0, []  # seconds spent in training steps (evaluation and saving excluded)
-    metrics, entropy_xyz = torch.full((3 + ACTION_DIM,), float("nan")), float("nan")  # the last logged window
+    metrics, entropy_xyz = torch.full((4 + ACTION_DIM,), float("nan")), float("nan")  # the last logged window
     bar = tqdm(range(1, args.max_steps + 1), desc="sft", disable=rank != 0)
     for global_step in bar:
         step_start = time.time()
@@ -453,11 +512,15 @@ if __name__ == "__main__":
         input_ids, attention_mask, pixel_values = processor(images, [step_instructions[i] for i in mb_inds])
         targets = targets_all[mb_inds].to(device)  # (B, 8)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and lora is None):
-            logits, _ = ddp_model(input_ids, attention_mask, pixel_values, targets)  # (B, 8, V)
+            logits, state_pred = ddp_model(input_ids, attention_mask, pixel_values, targets)  # (B, 8, V), (B, D)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        # deviation 7: mean squared error of the standardised state (1 = no better than its mean); NaN when off
+        state_loss = (F.mse_loss(state_pred.float(), demo_states[mb_inds].to(device)) if state_head is not None
+                      else torch.tensor(float("nan"), device=device))
+        total = loss + args.state_aux_coef * state_loss if state_head is not None else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), args.max_grad_norm)
         optimizer.step()
         if schedule is not None:
             schedule.step()
@@ -471,10 +534,10 @@ if __name__ == "__main__":
             # How sharp the policy is: the entropy of each token's distribution over the 256 bins (what the
             # RL scripts sample from), in nats.
             entropy = torch.distributions.Categorical(logits=action_logits).entropy().mean(0)  # (7,)
-        window.append(torch.cat([torch.stack([loss.detach(), accuracy, l1]), entropy]))
+        window.append(torch.cat([torch.stack([loss.detach(), accuracy, l1]), entropy, state_loss.detach()[None]]))
         train_time += time.time() - step_start
         if global_step % args.log_every == 0 or global_step == args.max_steps:
-            metrics = torch.stack(window).mean(0)  # (3 + 7,): loss, accuracy, L1, 7 entropies
+            metrics = torch.stack(window).mean(0)  # (3 + 7 + 1,): loss, accuracy, L1, 7 entropies, state loss
             if world_size > 1:
                 dist.all_reduce(metrics)
                 metrics /= world_size
@@ -485,12 +548,15 @@ if __name__ == "__main__":
                 writer.add_scalar("losses/train_loss", metrics[0].item(), global_step)
                 writer.add_scalar("charts/action_accuracy", metrics[1].item(), global_step)
                 writer.add_scalar("charts/action_l1", metrics[2].item(), global_step)
-                for name, e in zip(ACTION_DIM_NAMES, metrics[3:].tolist(), strict=True):
+                for name, e in zip(ACTION_DIM_NAMES, metrics[3:10].tolist(), strict=True):
                     writer.add_scalar(f"charts/entropy_{name}", e, global_step)
                 writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
+                if state_head is not None:
+                    writer.add_scalar("losses/state_aux_loss", metrics[10].item(), global_step)
                 bar.set_postfix(loss=f"{metrics[0]:.3f}", acc=f"{metrics[1]:.2f}", l1=f"{metrics[2]:.3f}",
-                                ent_xyz=f"{entropy_xyz:.2f}", sps=f"{sps:.1f}")
+                                ent_xyz=f"{entropy_xyz:.2f}", sps=f"{sps:.1f}",
+                                **({"state": f"{metrics[10]:.3f}"} if state_head is not None else {}))
 
         # -------------------------------------------------------------------------------------------
         # Eval and save (rank 0; the others wait at the barrier)
@@ -507,7 +573,8 @@ if __name__ == "__main__":
             writer.add_scalar("eval/train/success_at_end", result["success_at_end"], global_step)
             tqdm.write(f"[eval] step {global_step}: success_once {result['success_once']:.3f}, "
                        f"success_at_end {result['success_at_end']:.3f} over {args.eval_episodes} episodes; "
-                       f"train loss {metrics[0]:.3f}, entropy per x/y/z token {entropy_xyz:.2f} nats")
+                       f"train loss {metrics[0]:.3f}, entropy per x/y/z token {entropy_xyz:.2f} nats"
+                       + (f", state loss {metrics[10]:.3f}" if state_head is not None else ""))
         if rank == 0 and (last or (args.save_every and global_step % args.save_every == 0)):
             saved = output if last else Path(f"{args.output_dir}-step{global_step:06d}")
             save_checkpoint(model, processor, args, saved)

@@ -28,13 +28,15 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 @pytest.fixture(scope="module")
 def sft_run(tiny_dir, tmp_path_factory):
     """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning with a cosine
-    learning rate held at its peak for 8 steps, one eval, an extra checkpoint at step 12."""
+    learning rate held at its peak for 8 steps and the auxiliary state head, one eval, an extra checkpoint at step
+    12."""
     work = tmp_path_factory.mktemp("sft")
     proc = run_sft("--vla-path", str(tiny_dir), "--variants", "train", "--demos-per-task", "2", "--num-envs", "2",
                    "--episode-steps", "45", "--steps-after-success", "2", "--expert-noise", "0.02",
                    "--demos-path", "demos.npz", "--output-dir", "ckpt", "--norm-key", NORM_KEY,
                    "--max-steps", "24", "--save-every", "12", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
-                   "--lr-schedule", "cosine", "--lr-hold-steps", "8", "--eval-every", "0", "--eval-episodes", "2", cwd=work)
+                   "--lr-schedule", "cosine", "--lr-hold-steps", "8", "--eval-every", "0", "--eval-episodes", "2",
+                   "--state-aux-coef", "1", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
 
@@ -57,6 +59,26 @@ def test_demos_keep_only_successful_episodes_cut_after_success(sft_run):
     # DART: the envs ran noisy actions, the labels are the clean expert's, which never rotates
     assert (actions[:, 3:6] == 0).all() and (actions[:, :3] != 0).any()
     assert "kept 2 successful" in proc.stdout
+
+
+def test_demos_store_the_simulators_state_and_the_state_head_learns_it(sft_run):
+    """--state-aux-coef (deviation 7): each stored step has the simulator's state behind its image, and the head's
+    error on the standardised state (1 = the mean's) falls; the head is not part of the saved checkpoint."""
+    from openvla_patch import read_state_dict
+
+    work, proc = sft_run
+    with np.load(work / "demos.npz", allow_pickle=False) as demos:
+        states, actions, starts = demos["states"], demos["actions"], demos["episode_starts"]
+    assert states.dtype == np.float32 and states.shape == (len(actions), 42)
+    # the layout of tests/test_envs.py: qpos 0:9, tcp pose 18:25, is_grasped 25, cube pose 26:33, tcp->cube 36:39
+    np.testing.assert_allclose(states[:, 36:39], states[:, 26:29] - states[:, 18:21], atol=1e-5)
+    for s, e in zip(starts[:-1], starts[1:], strict=True):  # each episode starts ungrasped and is grasped later
+        assert states[s, 25] == 0 and states[s:e, 25].max() == 1
+    (run_dir,) = (work / "runs").iterdir()
+    state_losses = scalars(run_dir, "losses/state_aux_loss")
+    assert len(state_losses) == 6 and state_losses[-1] < 0.5 * state_losses[0], state_losses
+    assert "state head" in proc.stdout and "(not saved)" in proc.stdout
+    assert not any("state_head" in k for k in read_state_dict(work / "ckpt"))
 
 
 def test_training_loss_falls_and_eval_is_logged(sft_run):
@@ -128,6 +150,7 @@ def test_augment_crops_and_jitters_deterministically():
     (["--demos-per-task", "0", "--demos-path", "missing.npz"], "no demonstrations file"),
     (["--lr-hold-steps", "100", "--max-steps", "100", "--lr-schedule", "cosine"], "--lr-hold-steps 100 needs"),
     (["--lr-hold-steps", "10"], "needs --lr-schedule cosine"),
+    (["--state-aux-coef", "-1"], "--state-aux-coef -1.0 must be >= 0"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
