@@ -46,13 +46,16 @@
 # state, deviation 9), so that GAE takes the later steps' noise out of each step's credit (states2: its second seed),
 # and ran it on one nvidia-h100-x1 (6.4 s per iteration): the critic explained 0.75 of the return's variance (the
 # head: 0.55), `train` 0.585 greedy / 0.615 sampled (n.s.; BENCHMARKS.md section 4).
+# Session 21 ran ARM=state LIKELIHOOD=0 PRIOR_TAR=.learn/s21/prior_s21.tar.xz: the same arm from session 21's prior,
+# whose towers SFT taught the scene's geometry (sft_openvla --state-aux-coef 1; bench/results/learning_s21/prior.sh).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
 EP=${EP:-200}  # test episodes per evaluation
 ARM=${ARM:-ptxplate}
 export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=${EVAL_ENVS:-8} ARM_ITERS=${ARM_ITERS:-120}
-mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf .learn/s13/prior_s13.tar.xz  # -> $LEARN_DIR/prior
+PRIOR_TAR=${PRIOR_TAR:-.learn/s13/prior_s13.tar.xz}  # session 14's prior; session 21's: .learn/s21/prior_s21.tar.xz
+mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf "$PRIOR_TAR"  # -> $LEARN_DIR/prior
 log start
 TOWERS="--train-vision --vision-learning-rate 5e-5"
 PTX="$TOWERS --ptx-demos $LEARN_DIR/ptx_demos.npz"
