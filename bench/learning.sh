@@ -9,7 +9,9 @@
 #                                     # (validation seeds; else the closest to 40 %) -> $LEARN_DIR/prior;
 #                                     # PRIOR_PICK=last: no early stop, the last step is the prior (with
 #                                     # SFT_ARGS="--lr-schedule cosine --lr-hold-steps 3500" and SFT_STEPS=8500:
-#                                     # a converged, sharp prior, no selection; BENCHMARKS.md section 4)
+#                                     # a converged, sharp prior, no selection; BENCHMARKS.md section 4;
+#                                     # add --state-aux-coef 1 to SFT_ARGS for towers that resolve the grasp:
+#                                     # session 21's prior, from which PPO --critic state lifted `train`)
 #   bash bench/learning.sh ppo        # PPO on `train` from the prior, 120 x 24 x 80 = 230 k env steps
 #   bash bench/learning.sh grpo       # GRPO, the same budget                 (-> $LEARN_DIR/grpo/<run>)
 #   bash bench/learning.sh reinforce  # REINFORCE, the same budget            (-> $LEARN_DIR/reinforce/<run>)
