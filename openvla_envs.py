@@ -944,6 +944,17 @@ def state_vector(obs: dict) -> torch.Tensor:
     return torch.cat([torch.as_tensor(v).reshape(n, -1).float() for v in leaves], 1)
 
 
+def _layout(*fields: tuple[str, int]) -> dict[str, slice]:
+    ends = np.cumsum([size for _, size in fields])
+    return {name: slice(int(end - size), int(end)) for (name, size), end in zip(fields, ends, strict=True)}
+
+
+BUILTIN_STATE_LAYOUT = _layout(("qpos", 9), ("qvel", 9), ("tcp_pose", 7), ("is_grasped", 1), ("obj_pose", 7),
+                               ("goal_pos", 3), ("tcp_to_obj_pos", 3), ("obj_to_goal_pos", 3))
+"""Where each field lies in `state_vector` on the built-in tasks (42 numbers): the Panda's qpos and qvel, then the
+task's extra in `_get_obs_extra`'s order (poses are position xyz then quaternion wxyz)."""
+
+
 class _ImageEnv(gym.Wrapper):
     """One CPU-physics env in a worker: observation = the camera image (H, W, 3) uint8, so only
     pixels cross the process boundary (with `state_obs`, a dict of it and the state vector (D,) float32);

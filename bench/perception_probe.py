@@ -41,9 +41,9 @@ import openvla_patch as ovp  # noqa: E402
 
 CKPT_INFO = "openvla_rl.json"  # an RL checkpoint: its base model plus its adapter (and --train-vision's towers)
 TARGETS = ("cube_minus_gripper_x", "cube_minus_gripper_y", "cube_minus_gripper_z", "cube_x", "cube_y")
-# where they sit in the built-in tasks' 42-number state vector: qpos 9, qvel 9, tcp_pose 7, is_grasped 1, obj_pose 7,
-# goal_pos 3, tcp_to_obj_pos 3, obj_to_goal_pos 3 (tests/test_envs.py checks this layout)
-TCP_TO_OBJ, OBJ_XY = slice(36, 39), slice(26, 28)
+# where they sit in the built-in tasks' state vector
+TCP_TO_OBJ = openvla_envs.BUILTIN_STATE_LAYOUT["tcp_to_obj_pos"]
+OBJ_XY = slice(openvla_envs.BUILTIN_STATE_LAYOUT["obj_pose"].start, openvla_envs.BUILTIN_STATE_LAYOUT["obj_pose"].start + 2)
 PENALTIES = tuple(10.0**k for k in range(-4, 5))  # ridge penalties tried, times the mean diagonal of the Gram matrix
 
 

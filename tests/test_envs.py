@@ -218,17 +218,20 @@ def test_state_observation_is_the_simulators_state_behind_the_images():
     returned: what `ppo_openvla --critic state` reads."""
     envs = oe.make_envs("train", 2, backend="cpu", max_episode_steps=5, parts=2, state_obs=True)
     try:
-        assert envs.state_dim == 42
+        layout = oe.BUILTIN_STATE_LAYOUT
+        assert envs.state_dim == 42 == max(s.stop for s in layout.values())
         envs.reset([0, 1])
         start = envs.states.clone()
-        qpos, qvel, tcp, grasped, obj, goal, tcp_to_obj, obj_to_goal = start.split([9, 9, 7, 1, 7, 3, 3, 3], 1)
+        tcp, grasped, obj, goal, tcp_to_obj, obj_to_goal = (start[:, layout[k]] for k in (
+            "tcp_pose", "is_grasped", "obj_pose", "goal_pos", "tcp_to_obj_pos", "obj_to_goal_pos"))
         assert torch.allclose(tcp_to_obj, obj[:, :3] - tcp[:, :3], atol=1e-6)
         assert torch.allclose(obj_to_goal, goal - obj[:, :3], atol=1e-6)
         assert (grasped == 0).all() and not torch.equal(obj[0], obj[1])  # two layouts, nothing held
         down = torch.tensor([[0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]])  # 1 cm down, gripper open
         envs.step_async(down, 0)
         envs.step_wait(0)
-        assert envs.states[0, 20] < start[0, 20] - 0.005  # part 0's gripper went down ...
+        z = layout["tcp_pose"].start + 2
+        assert envs.states[0, z] < start[0, z] - 0.005  # part 0's gripper went down ...
         assert torch.equal(envs.states[1], start[1])  # ... and part 1's row waits for its own step
         with pytest.raises(ValueError, match="state_obs=True"):
             envs.state_obs = False

@@ -64,16 +64,17 @@ def test_demos_keep_only_successful_episodes_cut_after_success(sft_run):
 def test_demos_store_the_simulators_state_and_the_state_head_learns_it(sft_run):
     """--state-aux-coef (deviation 7): each stored step has the simulator's state behind its image, and the head's
     error on the standardised state (1 = the mean's) falls; the head is not part of the saved checkpoint."""
+    from openvla_envs import BUILTIN_STATE_LAYOUT as layout
     from openvla_patch import read_state_dict
 
     work, proc = sft_run
     with np.load(work / "demos.npz", allow_pickle=False) as demos:
         states, actions, starts = demos["states"], demos["actions"], demos["episode_starts"]
     assert states.dtype == np.float32 and states.shape == (len(actions), 42)
-    # the layout of tests/test_envs.py: qpos 0:9, tcp pose 18:25, is_grasped 25, cube pose 26:33, tcp->cube 36:39
-    np.testing.assert_allclose(states[:, 36:39], states[:, 26:29] - states[:, 18:21], atol=1e-5)
+    tcp, cube, grasped = (states[:, layout[k]] for k in ("tcp_pose", "obj_pose", "is_grasped"))
+    np.testing.assert_allclose(states[:, layout["tcp_to_obj_pos"]], cube[:, :3] - tcp[:, :3], atol=1e-5)
     for s, e in zip(starts[:-1], starts[1:], strict=True):  # each episode starts ungrasped and is grasped later
-        assert states[s, 25] == 0 and states[s:e, 25].max() == 1
+        assert grasped[s] == 0 and grasped[s:e].max() == 1
     (run_dir,) = (work / "runs").iterdir()
     state_losses = scalars(run_dir, "losses/state_aux_loss")
     assert len(state_losses) == 6 and state_losses[-1] < 0.5 * state_losses[0], state_losses
