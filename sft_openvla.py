@@ -44,7 +44,8 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    needs ~2. The state is privileged, used at training time only (as an asymmetric critic's is, Pinto et al.
    2018, who also trained on it as an auxiliary task); the head is dropped at save, so the checkpoint and the
    policy still see only the image and the instruction. For small models trained from scratch; 7B's towers
-   need none.
+   need none. Measured (session 21): at weight 1 the tiny prior held the cube in 195 of 200 `train` episodes
+   (161 without), and PPO from it lifted `train` 0.43 -> 0.785, where it had left the prior without it flat.
 
 Commands:
     # 1 GPU, 7B with LoRA (bf16):
