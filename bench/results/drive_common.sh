@@ -1,7 +1,7 @@
 # What the session drivers (learning_s*/ and speed_s*/ drive.sh) share, sourced by them on the GPU machine: the
 # working tree copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into
 # $LEARN_DIR=/tmp/learn, a timestamped log (/tmp/out/driver.log), `tp` (bench/throughput.py), `evalv`
-# (eval_generalization.py on the test seeds), `pack_run`, `arm`, `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
+# (eval_generalization.py on the test seeds), `pack_run`, `arm`, `pack_prior`, `prior_cells`, `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -69,6 +69,20 @@ stop_and_wait() {  # SIGTERM the RL scripts $STOP_S seconds from now (a run save
   # and its evaluations
   ( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) &
   wait
+}
+pack_prior() {  # name: $LEARN_DIR/prior -> /tmp/out/<name>.tar.xz, with the SFT log and prior.json beside it
+  cp "$LEARN_DIR/sft.log" /tmp/out/sft.log; cp "$LEARN_DIR/prior.json" /tmp/out/prior.json
+  tar -C "$LEARN_DIR" -cJf "/tmp/out/$1.tar.xz" prior
+  log "packed prior"
+}
+prior_cells() {  # the cells every arm is compared with, for $LEARN_DIR/prior: $EP greedy and $EP sampled (T = 1)
+  # episodes of `train`, $EP greedy of each sibling, at once -> /tmp/out/eval_prior.tar.xz
+  evalv eval_key_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_key_prior.log 2>&1 &
+  EXTRA="--temperature 1.0" evalv eval_t1_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_t1_prior.log 2>&1 &
+  evalv eval_sib_prior "$EP" unseen_target red_cube -- "$LEARN_DIR/prior" > /tmp/out/eval_sib_prior.log 2>&1 &
+  wait
+  log "prior evals done"
+  tar -C /tmp/learn -cJf /tmp/out/eval_prior.tar.xz eval_key_prior eval_t1_prior eval_sib_prior
 }
 unpack_prior_same() {  # session 9's prior `same` (carried as .learn/s9/prior_same.tar.xz) -> $LEARN_DIR/prior
   mkdir -p "$LEARN_DIR"

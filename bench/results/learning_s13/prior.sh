@@ -26,13 +26,6 @@ HOLD=${HOLD:-3500}
 PRIOR_PICK=last SFT_STEPS=${SFT_STEPS:-8500} SFT_EVAL=${SFT_STEPS:-8500} ENVS=${DEMO_ENVS:-32} \
   SFT_ARGS="--lr-schedule cosine ${HOLD:+--lr-hold-steps $HOLD}" bash bench/learning.sh prior > /tmp/out/prior.log 2>&1
 log "prior rc=$?"
-cp "$LEARN_DIR/sft.log" /tmp/out/sft.log; cp "$LEARN_DIR/prior.json" /tmp/out/prior.json
-tar -C "$LEARN_DIR" -cJf /tmp/out/prior_s13.tar.xz prior
-log "packed prior"
-evalv eval_key_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_key_prior.log 2>&1 &
-EXTRA="--temperature 1.0" evalv eval_t1_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_t1_prior.log 2>&1 &
-evalv eval_sib_prior "$EP" unseen_target red_cube -- "$LEARN_DIR/prior" > /tmp/out/eval_sib_prior.log 2>&1 &
-wait
-log "prior evals done"
-tar -C /tmp/learn -cJf /tmp/out/eval_prior.tar.xz eval_key_prior eval_t1_prior eval_sib_prior
+pack_prior prior_s13  # -> /tmp/out/prior_s13.tar.xz, sft.log, prior.json
+prior_cells  # -> /tmp/out/eval_prior.tar.xz
 log DONE

@@ -27,15 +27,8 @@ PRIOR_PICK=last SFT_STEPS=${SFT_STEPS:-8500} SFT_EVAL=${SFT_EVAL:-1000} ENVS=${D
   SFT_ARGS="--lr-schedule cosine --lr-hold-steps ${HOLD:-3500} --state-aux-coef ${AUX:-1}" \
   bash bench/learning.sh prior > /tmp/out/prior.log 2>&1
 log "prior rc=$?"
-cp "$LEARN_DIR/sft.log" /tmp/out/sft.log; cp "$LEARN_DIR/prior.json" /tmp/out/prior.json
 cp "$(ls -d runs/sft_openvla__*/ | tail -1)"events.* /tmp/out/ 2>/dev/null
-tar -C "$LEARN_DIR" -cJf /tmp/out/prior_s21.tar.xz prior
 [ -d "$LEARN_DIR/sft-step004000" ] && tar -C "$LEARN_DIR" -cJf /tmp/out/prior_s21_step4000.tar.xz sft-step004000
-log "packed prior"
-evalv eval_key_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_key_prior.log 2>&1 &
-EXTRA="--temperature 1.0" evalv eval_t1_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_t1_prior.log 2>&1 &
-evalv eval_sib_prior "$EP" unseen_target red_cube -- "$LEARN_DIR/prior" > /tmp/out/eval_sib_prior.log 2>&1 &
-wait
-log "prior evals done"
-tar -C /tmp/learn -cJf /tmp/out/eval_prior.tar.xz eval_key_prior eval_t1_prior eval_sib_prior
+pack_prior prior_s21  # -> /tmp/out/prior_s21.tar.xz, sft.log, prior.json
+prior_cells  # -> /tmp/out/eval_prior.tar.xz
 log DONE
