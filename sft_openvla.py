@@ -471,7 +471,7 @@ if __name__ == "__main__":
     # reads the second-to-last block), so DDP must be told that some parameters go unused.
     state_head = None
     if args.state_aux_coef > 0:  # deviation 7: flattened patch embeddings (256 * H) -> the state (D), linearly
-        num_patches = model.embed_images(processor.process_images(demo_images[:1]).to(device)).shape[1]
+        num_patches = model.vision_backbone.featurizer.patch_embed.num_patches  # 256: (224 / 14)^2
         state_head = nn.Linear(num_patches * model.config.llama_config().hidden_size, demo_states.shape[1]).to(device)
     trained = SFTModel(model, state_head)
     ddp_model = DDP(trained, find_unused_parameters=lora is None) if world_size > 1 else trained
