@@ -16,14 +16,26 @@
 # Session 18 ran it (bench/results/learning_s18/drive.sh, nvidia-h200, 5.7 s per iteration): `train` 0.585 greedy /
 # 0.595 sampled at iteration 240 (p = 0.48 each), rollout success flat (BENCHMARKS.md section 4); the run, resumable
 # again, is .learn/s18/run_vlr1e5s2_it240.tar.xz (RUN_TAR=... ARM_ITERS=360 would go on).
+# Session 21's `state` arm (from session 21's prior; `train` 0.785 at 120 iterations, rollout success still rising)
+# resumes with the same script, not yet run (the next session's): the two tarballs (~21 MB) and .device exceed one
+# call's 64 MiB, so a first call carries [".learn/s21/prior_s21.tar.xz", ".learn/s21/arm/run_state_last.tar.xz"] and
+# copies them to /tmp/stash; a second, back to back, carries [".device"], copies the tree to /tmp/job and the stash
+# into /tmp/job/.learn/s21/ (and arm/), then runs
+#   PRIOR_TAR=.learn/s21/prior_s21.tar.xz RUN_TAR=.learn/s21/arm/run_state_last.tar.xz ARM_TAG=state \
+#   ARM_FLAGS="--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3" \
+#   ARM_EVALS="key t1 sib" bash /tmp/job/bench/results/learning_s17/resume.sh
+# (~14 min of PPO at 6.7 s per iteration on an H100, ~6 min of evaluations). The run's --vla-path is
+# /tmp/learn_s13/prior, where PRIOR_TAR unpacks: never resume it on session 14's prior.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, stop_and_wait
 STOP_S=${STOP_S:-1500}  # a safety net: SIGTERM saves the run and exits 0 (resumable), the evaluations then follow
 EP=${EP:-200}  # test episodes per evaluation
 export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=${EVAL_ENVS:-12} ARM_ITERS=${ARM_ITERS:-240}  # the run's own --vla-path
-mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf .learn/s13/prior_s13.tar.xz  # -> $LEARN_DIR/prior
-tar -C "$LEARN_DIR" -xJf "${RUN_TAR:-.learn/s17/run_vlr1e5s2_last.tar.xz}"  # -> $LEARN_DIR/ppo/train__ppo_vlr1e5s2__2__*/
-run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_vlr1e5s2__*/ | tail -1)
+ARM_TAG=${ARM_TAG:-vlr1e5s2}  # the run's arm name (bench/results/learning_s13/arm.sh) and its flags:
+ARM_FLAGS=${ARM_FLAGS:-"--train-vision --vision-learning-rate 1e-5 --seed 2"}
+mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf "${PRIOR_TAR:-.learn/s13/prior_s13.tar.xz}"  # -> $LEARN_DIR/prior
+tar -C "$LEARN_DIR" -xJf "${RUN_TAR:-.learn/s17/run_vlr1e5s2_last.tar.xz}"  # -> $LEARN_DIR/ppo/train__ppo_<tag>__*/
+run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_"$ARM_TAG"__*/ | tail -1)
 log "resume $run to iteration $ARM_ITERS"
-ARM_EVALS=${ARM_EVALS:-key t1} arm 0 ppo vlr1e5s2 "--train-vision --vision-learning-rate 1e-5 --seed 2 --resume $run" &
+ARM_EVALS=${ARM_EVALS:-key t1} arm 0 ppo "$ARM_TAG" "$ARM_FLAGS --resume $run" &
 stop_and_wait
 log DONE
