@@ -7,7 +7,7 @@ stays put has lost the plate instruction's behaviour (the two share one scene); 
 too has left the expert's actions on the very task RL rewards. And how much the instruction steers the policy: at each
 demonstration step, the KL from the policy under the step's own instruction to the policy under each other
 instruction in the file (the same image, the expert's token prefix), summed over the 7 tokens: a policy that
-ignores the instruction has ~0 there. Each variant's NLL is also split by the expert's phase: `reach` (the steps
+ignores the instruction has ~0 there (also split by phase, below). Each variant's NLL is also split by the expert's phase: `reach` (the steps
 before its gripper first closes: approach and grasp) and `carry` (from then on: transport to the receptacle and
 release), which tells a policy that left the expert's grasping from one that left its choice of receptacle.
 
@@ -127,6 +127,13 @@ def main(args: Args) -> None:
                 # how much the instruction steers the action: KL(own instruction || another), nats per action
                 "kl_to_instruction": {text: m["kl"][rows, j].mean().item() for j, text in enumerate(instructions)
                                       if text not in own},
+                # the same by phase: the receptacle is chosen in `carry`; a policy that reads it off the scene
+                # (say, the nearer receptacle) rather than the instruction has little pull there
+                "kl_to_instruction_by_phase": {
+                    phase: {text: m["kl"][rows & mask, j].mean().item() for j, text in enumerate(instructions)
+                            if text not in own}
+                    for phase, mask in (("reach", ~torch.from_numpy(carry)), ("carry", torch.from_numpy(carry)))
+                    if (rows & mask).any()},
             }
         del model
     variants = sorted({v for r in results.values() for v in r})
@@ -138,6 +145,12 @@ def main(args: Args) -> None:
         print(f"| {label} | " + " | ".join(f"{r[v]['nll_per_action']:.2f} ({r[v]['nll_per_dim']['x']:.2f} / "
                                            f"{r[v]['entropy_per_dim']['x']:.2f})" for v in variants) + " | "
               + " | ".join(f"{np.mean(list(r[v]['kl_to_instruction'].values()) or [0]):.2f}" for v in variants) + " |")
+    print("\nThe instruction's pull by the expert's phase, reach / carry (mean KL over the other instructions)")
+    print("| checkpoint | " + " | ".join(variants) + " |\n|---|" + "---|" * len(variants))
+    for label, r in results.items():
+        print(f"| {label} | " + " | ".join(" / ".join(
+            f"{np.mean(list(r[v]['kl_to_instruction_by_phase'].get(p, {}).values()) or [float('nan')]):.2f}"
+            for p in ("reach", "carry")) for v in variants) + " |")
     print("\nNLL per action by the expert's phase, reach / carry")
     print("| checkpoint | " + " | ".join(variants) + " |\n|---|" + "---|" * len(variants))
     for label, r in results.items():

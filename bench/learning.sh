@@ -26,7 +26,7 @@
 # "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
 # variant), SFT_STEPS, SFT_EVAL, EP_SELECT (validation episodes per SFT evaluation: 48 measured a 0.13 prior
 # at 0.27 in session 5), SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
-# SFT_LR (1e-3), SFT_ARGS (extra SFT flags), PRIOR_PICK (range | last), EP_KEY, SIB_VARIANTS / EP_SIB and
+# SFT_LR (1e-3), SFT_ARGS (extra SFT flags), REUSE_DEMOS (1: train on $LEARN_DIR/demos.npz as it is), PRIOR_PICK (range | last), EP_KEY, SIB_VARIANTS / EP_SIB and
 # OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
 # default all), REWARD (sparse | shaped | progress); LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test.
 set -euo pipefail
@@ -63,13 +63,15 @@ case "${1:-}" in
       rm -rf "$LEARN_DIR/prior-from"; cp -r "$PRIOR_FROM" "$LEARN_DIR/prior-from"; from=$LEARN_DIR/prior-from
     fi
     rm -rf "$LEARN_DIR"/sft "$LEARN_DIR"/sft-step*
+    # REUSE_DEMOS=1: train on the $LEARN_DIR/demos.npz already there (one collection shared by several priors)
+    REUSE=--no-reuse-demos; [ "${REUSE_DEMOS:-0}" = 1 ] && REUSE=--reuse-demos
     # fp32 training (the checkpoints are saved in bf16, as released); no image augmentation: the crops would
     # need a matching centre crop at test time, which the released inference code does not do
     python3 sft_openvla.py --vla-path "$from" --variants $VARIANTS_SFT --demos-per-task $DEMOS \
       --demo-seed ${DEMO_SEED:-1000000} --expert-noise 0.1 --num-envs $ENVS --max-steps $SFT_STEPS \
       --batch-size ${SFT_BATCH:-128} --learning-rate ${SFT_LR:-1e-3} ${SFT_ARGS:-} \
       --precision fp32 --no-image-aug --eval-every $SFT_EVAL --save-every $SFT_EVAL --eval-episodes $EP_SELECT \
-      --demos-path "$LEARN_DIR/demos.npz" --no-reuse-demos --output-dir "$LEARN_DIR/sft" > "$LEARN_DIR/sft.log" 2>&1 &
+      --demos-path "$LEARN_DIR/demos.npz" $REUSE --output-dir "$LEARN_DIR/sft" > "$LEARN_DIR/sft.log" 2>&1 &
     sft=$!
     # Stop at the first saved checkpoint in the prior's range (30-50 %): later steps would be discarded anyway.
     while [ "${PRIOR_PICK:-range}" = range ] && kill -0 $sft 2>/dev/null; do

@@ -310,6 +310,9 @@ def test_demo_likelihood_is_the_policys_nll_per_variant(tmp_path, tiny_dir, tiny
     assert torch.allclose(own_lp.gather(-1, (tokens[:3] - first).unsqueeze(-1))[..., 0], own.logprobs, atol=1e-5)
     kl = (own_lp.exp() * (own_lp - other_lp)).sum((-1, -2)).mean().item()
     assert kl > 0 and result["train"]["kl_to_instruction"] == {"put the green cube on the plate": pytest.approx(kl, rel=1e-4)}
+    # by phase: the episode's steps all lie in one phase, which holds the same KL
+    assert list(result["train"]["kl_to_instruction_by_phase"].values()) == [
+        {"put the green cube on the plate": pytest.approx(kl, rel=1e-4)}]
 
 
 def test_carry_phase_starts_at_the_expert_s_first_grasp():
@@ -323,3 +326,80 @@ def test_carry_phase_starts_at_the_expert_s_first_grasp():
     episodes = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
     gripper = np.array([1, 1, -1, 1, -1, -1, 1, 1, 1], dtype=np.float32)
     assert carry_phase(episodes, gripper).tolist() == [False, False, True, True, True, True, True, False, False]
+
+
+def test_receptacle_choice_splits_episodes_by_the_nearer_receptacle(tmp_path, train_envs, renderer_kept_alive):
+    """bench/receptacle_choice.py on synthetic records of `train` (6 checkpoints, checkpoint k wrong on episode k
+    only, so each checkpoint's split pins one episode's flag), `unseen_target` and `train` sampled at T=1. The test
+    recreates episode i's layout itself: seed settings.seed + i, an in-process env whose first images match the
+    evaluation's CPU workers (conftest's `train_envs`, made by make_envs as eval_generalization.py makes them);
+    target nearer = the goal (the towel) nearer to the cube than the plate is."""
+    import gymnasium as gym
+    import numpy as np
+
+    import openvla_envs
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from receptacle_choice import Args, main
+
+    n, ckpts = 6, [f"runs/learning/ck{k}" for k in range(6)]
+    records = {k: [(int(i != k), 1, int(i == k)) for i in range(n)] for k in range(n)}  # (success, held, wrong)
+    key = _eval_results(tmp_path / "eval_key", {(c, "train"): records[k] for k, c in enumerate(ckpts)})
+    sib = _eval_results(tmp_path / "eval_sib", {(ckpts[0], "unseen_target"): records[0]})
+    sampled = _eval_results(tmp_path / "eval_t1", {(ckpts[0], "train"): records[0]}, temperature=1.0)
+    out = tmp_path / "receptacle_choice.json"
+    tool = subprocess.Popen([sys.executable, str(ROOT / "bench/receptacle_choice.py"), "--evals", str(key), str(sib),
+                             str(sampled), "--out", str(out), "--markdown"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:  # meanwhile, the layouts from the test's own env
+        seeds = [10**7 + i for i in range(n)]  # _eval_results' settings.seed, + i
+        env = gym.make(openvla_envs.TABLETOP_ENV_ID, obs_mode="rgb", control_mode="pd_ee_delta_pose",
+                       render_backend="cpu")
+        task, nearer, seen = env.unwrapped, {}, {}
+        for seed in [*reversed(seeds), *seeds]:  # twice, in another order: a seed fixes the layout
+            obs, _ = env.reset(seed=seed)
+            cube, goal = obs["extra"]["obj_pose"][0, :2].numpy(), obs["extra"]["goal_pos"][0, :2].numpy()
+            (plate,) = [r.pose.p[0, :2].numpy() for r in task.receptacles if r is not task.target_actor]
+            state = (cube.tolist(), goal.tolist(), plate.tolist())
+            assert seen.setdefault(seed, state) == state
+            nearer[seed] = bool(np.linalg.norm(goal - cube) < np.linalg.norm(plate - cube))
+            seen[seed, "image"] = obs["sensor_data"]["third_view"]["rgb"][0]
+        for pair in (seeds[0:2], seeds[4:6]):  # the evaluation's envs see the same scenes
+            images, _ = train_envs.reset(pair)
+            assert all(torch.equal(images[j], seen[s, "image"]) for j, s in enumerate(pair))
+        env.close()
+        stdout, stderr = tool.communicate(timeout=300)
+    finally:
+        tool.kill()
+        tool.wait()
+    assert tool.returncode == 0, stderr[-3000:]
+    flags = [nearer[s] for s in seeds]
+    assert 0 < sum(flags) < n  # both groups present at these seeds (else the test pins nothing)
+
+    def split(episodes: list[tuple[int, int, int]], flags: list[bool]) -> dict:
+        groups = {g: {"episodes": 0, "success_once": 0, "wrong_receptacle_at_end": 0}
+                  for g in ("target_nearer", "target_farther")}
+        for (success, _, wrong), near in zip(episodes, flags, strict=True):
+            group = groups["target_nearer" if near else "target_farther"]
+            group["episodes"] += 1
+            group["success_once"] += success
+            group["wrong_receptacle_at_end"] += wrong
+        return groups
+
+    cells = json.loads(out.read_text())["cells"]
+    labels = ["prior", *(f"ck{k}" for k in range(1, n))]
+    assert cells["train"] == {label: split(records[k], flags) for k, label in enumerate(labels)}
+    # unseen_target: train's layouts seed for seed, the plate instructed: every episode changes group
+    assert cells["unseen_target"] == {"prior": split(records[0], [not f for f in flags])}
+    assert cells["train@T1"] == {"prior": split(records[0], flags)}
+    assert f"({n + n} layouts)" in stderr  # per (variant, seed), shared by checkpoints and temperatures
+    row = split(records[1], flags)
+    assert (f"| train | ck1 | {' / '.join(map(str, row['target_nearer'].values()))} | "
+            f"{' / '.join(map(str, row['target_farther'].values()))} |") in stdout
+    # one clear line for a variant of another task, and for an evaluation without its per-episode records
+    other = _eval_results(tmp_path / "eval_bridge", {(ckpts[0], "PutCarrotOnPlateInScene-v1"): records[0]})
+    with pytest.raises(SystemExit, match="error: 'PutCarrotOnPlateInScene-v1' is not a variant of the built-in"):
+        main(Args(evals=[str(other)], out=str(out)))
+    next((sib / "runs").glob("*/unseen_target.json")).unlink()
+    with pytest.raises(SystemExit, match="error: no .*unseen_target.json"):
+        main(Args(evals=[str(sib)], out=str(out)))
