@@ -360,6 +360,8 @@ class OpenVLATabletopEnv(BaseEnv):
         self._milestones = torch.zeros(n, 2, dtype=torch.bool, device=self.device)
         self._potential = torch.zeros(n, device=self.device)
         self._expert_rngs = [np.random.default_rng(0)] * n
+        self._detour_u = torch.ones(n, device=self.device)  # the expert's decoy detour draw, U(0, 1) per episode
+        self._detour_done = torch.zeros(n, dtype=torch.bool, device=self.device)  # the decoy has been passed over
         self._episode_seeds = [0] * n  # the image perturbations' seeds (the expert's, a different stream)
         self._textures = torch.zeros(n if self.texture_mix > 0 else 0, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
         self.distractor = None
@@ -414,8 +416,11 @@ class OpenVLATabletopEnv(BaseEnv):
         self._grasp_streak[env_idx] = 0
         self._milestones[env_idx] = False
         self._potential[env_idx] = 0
+        self._detour_done[env_idx] = False
         for i, seed in zip(env_idx.tolist(), rngs.randint(2**31), strict=True):
             self._expert_rngs[i] = np.random.default_rng(seed)  # the expert's noise replays with the seed
+            # a stream of its own: the detour draw leaves the noise streams (and demos without detours) as they were
+            self._detour_u[i] = float(np.random.default_rng([seed, 2]).random())
             self._episode_seeds[i] = int(seed)
             if self.texture_mix > 0:
                 self._textures[i] = _random_texture(np.random.default_rng([seed, 0]))
@@ -469,6 +474,15 @@ class OpenVLATabletopEnv(BaseEnv):
         p[:, 2] += self.target_receptacle.top
         return p, self.target_receptacle.half
 
+    def _decoy_top(self) -> torch.Tensor:
+        """(N, 3) centre of the top surface of the first receptacle the instruction did not name (the
+        expert's decoy; the target's own where the scene has no other receptacle: then no detour)."""
+        actor, kind = next(((a, k) for a, k in zip(self.receptacles, self.receptacle_kinds, strict=True)
+                            if a is not self.target_actor), (self.target_actor, self.target))
+        p = actor.pose.p.clone()
+        p[:, 2] += RECEPTACLES[kind].top
+        return p
+
     def _goal(self) -> torch.Tensor:
         """(N, 3) where the object's centre rests once placed on the middle of the instructed receptacle."""
         return self._target_top()[0] + torch.tensor([0.0, 0.0, self.shape.half[2]], device=self.device)
@@ -521,13 +535,24 @@ class OpenVLATabletopEnv(BaseEnv):
     # within 3 degrees before descending made the cube's yaw, which small policies trained from scratch
     # could not read from the image, gate every later phase of the demos (BENCHMARKS.md, section 4).
     # ------------------------------------------------------------------------------------------------
-    def expert_action(self, noise: float = 0.0, pause_prob: float = 0.0) -> torch.Tensor:
+    def expert_action(self, noise: float = 0.0, pause_prob: float = 0.0, detour_prob: float = 0.0) -> torch.Tensor:
         """(num_envs, 7) normalised `pd_ee_delta_pose` actions (= OpenVLA-format Panda actions).
         `noise`: std of Gaussian noise added to dims 0-5; `pause_prob`: chance per step of a
-        motionless step. Both are drawn from per-env generators seeded by the episode seed."""
+        motionless step. Both are drawn from per-env generators seeded by the episode seed.
+        `detour_prob`: chance per episode (a draw of its own from the episode seed) that the expert, once
+        holding the object, first carries it over the decoy (the first receptacle the instruction did not
+        name) and only then to the target: sft_openvla.py executes these actions and stores the clean
+        expert's (detour_prob 0) as labels, so its demos show the object near the decoy with a label toward
+        the target (its deviation 8). The detour ends for good once the object is within 3 cm (xy) of the
+        decoy's centre; calling twice for one state (label, then executed action) is harmless."""
         tcp, cube = self.agent.tcp_pose, self.cube.pose
         top, _ = self._target_top()
         grasped = self.agent.is_grasping(self.cube)
+        if detour_prob > 0:
+            decoy = self._decoy_top()
+            detour = (self._detour_u < detour_prob) & ~self._detour_done
+            self._detour_done |= detour & grasped & (torch.linalg.norm(decoy[:, :2] - cube.p[:, :2], dim=1) < 0.03)
+            top = torch.where((detour & ~self._detour_done)[:, None], decoy, top)
         half_height = self.shape.half[2]
         on_target = self.evaluate()["on_target"]
         fingers_open = self.agent.robot.get_qpos()[:, -2:].sum(1) > 0.07
@@ -983,8 +1008,8 @@ class _ImageEnv(gym.Wrapper):
         obs, reward, _, _, info = self.env.step(action)
         return self._observation(obs), reward, False, False, info
 
-    def expert_action(self, noise: float, pause_prob: float) -> np.ndarray:
-        return self.env.unwrapped.expert_action(noise, pause_prob)[0].numpy()
+    def expert_action(self, noise: float, pause_prob: float, detour_prob: float = 0.0) -> np.ndarray:
+        return self.env.unwrapped.expert_action(noise, pause_prob, detour_prob)[0].numpy()
 
 
 def _make_worker_env(env_id: str, env_kwargs: dict[str, Any], camera: str, state_obs: bool) -> gym.Env:
@@ -1190,12 +1215,12 @@ class VecEnv:
                 )
         return self._observe(obs, rows), rewards, torch.full_like(success, done), infos
 
-    def expert_actions(self, noise: float = 0.0, pause_prob: float = 0.0) -> torch.Tensor:
+    def expert_actions(self, noise: float = 0.0, pause_prob: float = 0.0, detour_prob: float = 0.0) -> torch.Tensor:
         """(N, 7) scripted-expert actions in OpenVLA format for the current states (built-in task only);
-        the noise replays with the reset seeds."""
+        the noise and the decoy detours replay with the reset seeds (the task env's `expert_action`)."""
         if self.robot != "panda":
             raise ValueError("the scripted expert exists only for the built-in Panda tasks")
-        return torch.stack([torch.as_tensor(a) for a in self._call("expert_action", noise, pause_prob)]).to(
+        return torch.stack([torch.as_tensor(a) for a in self._call("expert_action", noise, pause_prob, detour_prob)]).to(
             self.device
         )
 

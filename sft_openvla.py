@@ -46,6 +46,19 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    policy still see only the image and the instruction. For small models trained from scratch; 7B's towers
    need none. Measured (session 21): at weight 1 the tiny prior held the cube in 195 of 200 `train` episodes
    (161 without), and PPO from it lifted `train` 0.43 -> 0.785, where it had left the prior without it flat.
+8. `--expert-detour-prob p` (off by default): in a fraction p of the demonstrations the executed expert, once
+   holding the object, first carries it over the decoy (the receptacle the instruction did not name), then to
+   the target; the stored labels stay the clean expert's, toward the target (DART's rule, deviation 1, applied
+   to the choice of receptacle). Why: causal confusion (de Haan et al. 2019). In straight demonstrations the
+   receptacle nearest the carried object is nearly always the target, so "go to the nearer receptacle" fits
+   almost every carry frame without reading the instruction; only the frame of the lift tells them apart. The
+   small priors whose towers resolve the scene (deviation 7) learnt much of that: session 22's ended on the
+   receptacle nearer the cube's start in 65 % of the `train` episodes that ended on one and 72 % of the
+   plate's, going wrong in 61 % of `train` episodes whose towel lay farther and 22 % where it lay nearer
+   (bench/receptacle_choice.py; BENCHMARKS.md section 4); PPO from such a prior learnt "towel", not the
+   instruction.
+   Detours put the object beside the decoy with a label pointing away from it, where only the instruction
+   says which way to go.
 
 Commands:
     # 1 GPU, 7B with LoRA (bf16):
@@ -139,6 +152,9 @@ class Args:
     """std of Gaussian noise on the expert's arm actions (normalised units, 1 = 0.1 m or 0.1 rad per step)"""
     expert_pause_prob: float = 0.0
     """probability per step that the expert holds still (adds pauses to the demonstrations)"""
+    expert_detour_prob: float = 0.0
+    """chance per demonstration that the executed expert carries the object over the receptacle the instruction
+    did not name before its target, the labels staying the clean expert's (deviation 8); 0 = straight demos"""
     episode_steps: int = 80
     """length of a collection (and evaluation) episode, in env steps"""
     steps_after_success: int = 5
@@ -230,7 +246,8 @@ def collect_demos(args: Args, keep_open: str | None) -> tuple[dict[str, np.ndarr
                 # but store the clean expert action there as the label: noisy labels would teach the noise
                 # (the clean call draws nothing from the expert's noise generators)
                 labels = envs.expert_actions()  # (N, 7)
-                step_actions = envs.expert_actions(args.expert_noise, args.expert_pause_prob)  # (N, 7)
+                step_actions = envs.expert_actions(args.expert_noise, args.expert_pause_prob,
+                                                   args.expert_detour_prob)  # (N, 7); deviation 8's detours
                 frames.append(obs.cpu().numpy())
                 expert.append(labels.cpu().numpy().astype(np.float32))
                 if record_states:
@@ -374,6 +391,8 @@ if __name__ == "__main__":
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         fail(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    if not 0 <= args.expert_detour_prob <= 1:
+        fail(f"--expert-detour-prob {args.expert_detour_prob} must lie in [0, 1]")
     if args.demos_only:  # the demonstrations file only, always collected afresh (rank 0; no model is loaded)
         if args.demos_per_task <= 0:
             fail(f"--demos-only with --demos-per-task {args.demos_per_task}: nothing to collect")

@@ -530,6 +530,40 @@ def test_progress_reward_pays_the_approach_and_telescopes():
     assert sum(rewards) == pytest.approx(final.item(), abs=1e-4) and sum(rewards) > 1.3
 
 
+def test_expert_detour_passes_the_decoy_then_places_on_the_target():
+    """expert_action(detour_prob=1) (sft_openvla.py deviation 8): once holding the cube, the executed expert takes it
+    within 3 cm of the decoy (on `train`, the plate) and still places it on the towel, while the clean expert's
+    action, the label, points toward the towel at steps where the cube moves away from it; the straight expert
+    never moves it away. The per-episode draw replays with the seed."""
+    env = single("train", obs_mode="state")
+    u = env.unwrapped
+
+    def episode(prob: float) -> tuple[float, int, bool]:
+        env.reset(seed=SEED)
+        decoy = u._decoy_top()[0, :2]
+        assert torch.allclose(decoy, u.receptacles[1].pose.p[0, :2])  # the plate, not the instructed towel
+        closest, away = float("inf"), 0
+        for _ in range(80):
+            label, executed = u.expert_action(), u.expert_action(detour_prob=prob)
+            cube = u.cube.pose.p[0, :2].clone()
+            to_target = u._target_top()[0][0, :2] - cube
+            _, _, _, _, info = env.step(executed)
+            moved = u.cube.pose.p[0, :2] - cube
+            away += int(label[0, :2] @ to_target > 0 and moved @ to_target < -0.01 * to_target.norm())
+            if u.agent.is_grasping(u.cube).item():
+                closest = min(closest, torch.linalg.norm(u.cube.pose.p[0, :2] - decoy).item())
+        return closest, away, bool(info["success"].item())
+
+    detour, straight = episode(1.0), episode(0.0)
+    assert detour[2] and straight[2]
+    assert detour[0] < 0.03 < straight[0] and detour[1] >= 2 and straight[1] == 0
+    draws = []
+    for seed in (SEED, SEED, SEED + 1):
+        env.reset(seed=seed)
+        draws.append(u._detour_u[0].item())
+    assert draws[0] == draws[1] != draws[2] and 0 <= min(draws) and max(draws) < 1
+
+
 def test_expert_noise_is_seeded():
     env = single("train", obs_mode="state")
     u = env.unwrapped

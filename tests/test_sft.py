@@ -27,16 +27,16 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def sft_run(tiny_dir, tmp_path_factory):
-    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs), 24 steps of full fine-tuning with a cosine
-    learning rate held at its peak for 8 steps and the auxiliary state head, one eval, an extra checkpoint at step
-    12."""
+    """One CLI run: 2 demos of `train` (45-step episodes, 2 envs; the executed expert detours over the decoy in
+    every one), 24 steps of full fine-tuning with a cosine learning rate held at its peak for 8 steps and the
+    auxiliary state head, one eval, an extra checkpoint at step 12."""
     work = tmp_path_factory.mktemp("sft")
     proc = run_sft("--vla-path", str(tiny_dir), "--variants", "train", "--demos-per-task", "2", "--num-envs", "2",
                    "--episode-steps", "45", "--steps-after-success", "2", "--expert-noise", "0.02",
                    "--demos-path", "demos.npz", "--output-dir", "ckpt", "--norm-key", NORM_KEY,
                    "--max-steps", "24", "--save-every", "12", "--batch-size", "8", "--learning-rate", "1e-3", "--log-every", "4",
                    "--lr-schedule", "cosine", "--lr-hold-steps", "8", "--eval-every", "0", "--eval-episodes", "2",
-                   "--state-aux-coef", "1", cwd=work)
+                   "--state-aux-coef", "1", "--expert-detour-prob", "1", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
 
@@ -80,6 +80,24 @@ def test_demos_store_the_simulators_state_and_the_state_head_learns_it(sft_run):
     assert len(state_losses) == 6 and state_losses[-1] < 0.5 * state_losses[0], state_losses
     assert "state head" in proc.stdout and "(not saved)" in proc.stdout
     assert not any("state_head" in k for k in read_state_dict(work / "ckpt"))
+
+
+def test_detour_demos_move_the_cube_away_from_the_target_under_labels_toward_it(sft_run):
+    """--expert-detour-prob 1 (deviation 8): in every demonstration the cube, held, moves away from the instructed
+    receptacle at some step (the executed detour over the decoy) while the stored label points toward it (the
+    clean expert's): the frames where "go to the nearer receptacle" and the instruction disagree."""
+    from openvla_envs import BUILTIN_STATE_LAYOUT as layout
+
+    work, _ = sft_run
+    with np.load(work / "demos.npz", allow_pickle=False) as demos:
+        states, actions, starts = demos["states"], demos["actions"], demos["episode_starts"]
+    cube, goal = states[:, layout["obj_pose"]][:, :2], states[:, layout["goal_pos"]][:, :2]
+    grasped = states[:, layout["is_grasped"]][:, 0] > 0
+    for s, e in zip(starts[:-1], starts[1:], strict=True):
+        to_goal, moved = goal[s:e - 1] - cube[s:e - 1], cube[s + 1:e] - cube[s:e - 1]
+        toward = (actions[s:e - 1, :2] * to_goal).sum(1) > 0
+        away = (moved * to_goal).sum(1) < -0.01 * np.linalg.norm(to_goal, axis=1)
+        assert (toward & away & grasped[s:e - 1]).any(), (s, e)
 
 
 def test_training_loss_falls_and_eval_is_logged(sft_run):
@@ -152,6 +170,7 @@ def test_augment_crops_and_jitters_deterministically():
     (["--lr-hold-steps", "100", "--max-steps", "100", "--lr-schedule", "cosine"], "--lr-hold-steps 100 needs"),
     (["--lr-hold-steps", "10"], "needs --lr-schedule cosine"),
     (["--state-aux-coef", "-1"], "--state-aux-coef -1.0 must be >= 0"),
+    (["--expert-detour-prob", "1.5"], "--expert-detour-prob 1.5 must lie in [0, 1]"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
     # in-process (the CLI itself is covered by the subprocess runs above): the imports are paid once
