@@ -164,6 +164,21 @@ def test_augment_crops_and_jitters_deterministically():
     assert (out.float().std(dim=(1, 2, 3)) < 1).all()
 
 
+def test_demos_are_written_compressed_or_raw_and_read_back_the_same(tmp_path):
+    """save_demos (--compress-demos, the default, or --no-compress-demos): the same arrays either way; raw is the
+    larger file (an image of zeros compresses to almost nothing)."""
+    from sft_openvla import save_demos
+
+    demos = {"images": np.zeros((4, 32, 32, 3), np.uint8), "actions": np.arange(28, dtype=np.float32).reshape(4, 7),
+             "instructions": np.array(["put the green cube on the towel"])}
+    for name, compress in (("small.npz", True), ("raw.npz", False)):
+        save_demos(demos, tmp_path / name, compress)
+        with np.load(tmp_path / name, allow_pickle=False) as back:
+            assert set(back.files) == set(demos) and all(np.array_equal(back[k], v) for k, v in demos.items())
+    assert (tmp_path / "raw.npz").stat().st_size > 5 * (tmp_path / "small.npz").stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.npz", "small.npz"]  # no temporary file left
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--variants", "train", "no_such_variant"], "unknown variant(s) no_such_variant"),
     (["--demos-per-task", "0", "--demos-path", "missing.npz"], "no demonstrations file"),
