@@ -31,6 +31,12 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   sizes): `--tiny-ppo-iterations` iterations for each number of envs (`--tiny-ppo-envs`) and each `--env-parts`
   (`--tiny-ppo-env-parts`, the rollout's overlap of env stepping with inference), the last iteration's SPS and
   rollout / env-wait / update times.
+* `tiny_rollout`: where one rollout step of that tiny model goes (`--tiny-ppo-envs`' first number of envs, bf16,
+  LoRA r16 attached as the learning experiment's PPO has it, the default decode): the processor on uint8 images
+  already on the GPU, the towers, and the whole `generate_actions`, each timed apart, then one
+  `generate_actions` under `torch.profiler`: the GPU's busy time against the wall time, the kernels launched and
+  the costliest CPU operators. The tiny rollout is launch-bound (~45 ms a step at 16 envs, session 20): this says
+  which part to capture or fuse next.
 
 Floors: FLOPs and bytes are counted from the model's shapes (linear layers 2 FLOP per weight per token,
 attention 4 T^2 d per layer, causal halved); a step's floor is max(FLOPs / matmul rate, bytes / bandwidth)
@@ -44,6 +50,7 @@ forward with checkpointing. The JSON is rewritten after every row, so a run cut 
     python bench/throughput.py --out bench/results/throughput.json   # all sections (~12 min, H100)
     python bench/throughput.py --sections profile --out bench/results/update_profile.json
     python bench/throughput.py --sections tiny_ppo --out bench/results/tiny_ppo.json  # env overlap (~3 min)
+    python bench/throughput.py --sections tiny_rollout --out bench/results/tiny_rollout.json  # (~1 min)
     python bench/throughput.py --tiny --batch-sizes 2 --micro-batches 2 --repeats 1 --sections rollout update \
         --out /tmp/throughput_tiny.json                                # smoke test, any machine (CPU: ~1 min)
 """
@@ -76,7 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Args:
     sections: list[str] = field(default_factory=lambda: ["rollout", "update", "iteration"])
-    """which measurements to run besides the ceilings: rollout update profile iteration tiny_ppo"""
+    """which measurements to run besides the ceilings: rollout update profile iteration tiny_ppo tiny_rollout"""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 24, 96])
     """rollout batch sizes (envs per step)"""
     quant: list[str] = field(default_factory=lambda: ["bf16", "4bit"])
@@ -628,6 +635,42 @@ def measure_tiny_ppo(args: Args) -> list[dict]:
     return rows
 
 
+def profile_tiny_rollout(args: Args) -> dict:
+    """One rollout step of the tiny model (tiny_ppo's checkpoint): its parts timed (median of --repeats), then one
+    `generate_actions` under torch.profiler: wall time, GPU busy time, kernel launches, the costliest CPU operators."""
+    work = Path(tempfile.mkdtemp(prefix="openvla-tiny-"))
+    ovp.make_tiny_openvla(work / "tiny", seed=0)
+    model, processor = ovp.load_vla(str(work / "tiny"), device=DEVICE, dtype=torch.bfloat16,
+                                    lora=ovp.LoraSettings(rank=16, alpha=32), with_value_head=True)
+    batch = args.tiny_ppo_envs[0]
+    images = torch.randint(0, 256, (batch, 224, 224, 3), dtype=torch.uint8, device=DEVICE)  # the envs' frames
+    ids, mask = processor.tokenize(["put the green cube on the towel"] * batch, device=DEVICE)
+    px = processor.process_images(images, torch.bfloat16)
+    with torch.no_grad():
+        parts = {"process_images_s": timed(lambda: processor.process_images(images, torch.bfloat16), args.repeats),
+                 "embed_images_s": timed(lambda: model.embed_images(px), args.repeats),
+                 "generate_actions_s": timed(lambda: model.generate_actions(ids, mask, px), args.repeats)}
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if DEVICE == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            start = time.perf_counter()
+            model.generate_actions(ids, mask, px)
+            sync()
+            wall = time.perf_counter() - start
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    cpu_ops = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CPU),
+                     key=lambda e: -e.self_cpu_time_total)[: args.profile_top]
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6
+    del model
+    reset_peak()
+    return {"envs": batch, **parts, "profiled_wall_s": wall, "gpu_busy_s": busy, "busy_fraction": busy / wall,
+            "kernel_launches": sum(e.count for e in kernels),
+            "top_cpu_ops": [{"name": e.key[:120], "calls": e.count, "self_cpu_s": e.self_cpu_time_total / 1e6}
+                            for e in cpu_ops]}
+
+
 def main(args: Args) -> None:
     if DEVICE != "cuda" and not args.tiny:
         sys.exit("error: bench/throughput.py needs a CUDA GPU at 7B sizes (--tiny runs a smoke test anywhere)")
@@ -664,6 +707,9 @@ def main(args: Args) -> None:
         print(json.dumps(result["iteration"]), flush=True)
     if "tiny_ppo" in args.sections:
         save("tiny_ppo")(measure_tiny_ppo(args))
+    if "tiny_rollout" in args.sections:
+        save("tiny_rollout")(profile_tiny_rollout(args))
+        print(json.dumps({k: v for k, v in result["tiny_rollout"].items() if k != "top_cpu_ops"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -288,3 +288,13 @@ def test_throughput_bench_tiny_update_profile(tmp_path, compiled):
     assert shares == sorted(shares, reverse=True) and len(shares) == 20
     assert profile["compiled_layers"] is compiled
     assert any("Compiled" in row["name"] for row in profile["top"]) is compiled
+
+
+def test_throughput_bench_tiny_rollout_profile(tmp_path):
+    """bench/throughput.py --sections tiny_rollout: the tiny model's rollout step, its parts timed (the towers a part
+    of the whole step) and one step profiled (on the CPU: no kernels; the CPU operators sorted by their time)."""
+    row = run_throughput(tmp_path, "--sections", "tiny_rollout", "--tiny-ppo-envs", "2")["tiny_rollout"]
+    assert row["envs"] == 2 and 0 < row["embed_images_s"] < row["generate_actions_s"] and row["process_images_s"] > 0
+    assert row["profiled_wall_s"] > 0 and row["kernel_launches"] == 0 and row["gpu_busy_s"] == 0
+    times = [op["self_cpu_s"] for op in row["top_cpu_ops"]]
+    assert times == sorted(times, reverse=True) and len(times) == 20
