@@ -50,15 +50,14 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    holding the object, first carries it over the decoy (the receptacle the instruction did not name), then to
    the target; the stored labels stay the clean expert's, toward the target (DART's rule, deviation 1, applied
    to the choice of receptacle). Why: causal confusion (de Haan et al. 2019). In straight demonstrations the
-   receptacle nearest the carried object is nearly always the target, so "go to the nearer receptacle" fits
-   almost every carry frame without reading the instruction; only the frame of the lift tells them apart. The
+   receptacle nearest the carried object is the target in most carry frames (81-87 %, BENCHMARKS.md section 4),
+   so "go to the nearer receptacle" fits them without reading the instruction; at the lift it does not. The
    small priors whose towers resolve the scene (deviation 7) learnt much of that: session 22's ended on the
    receptacle nearer the cube's start in 65 % of the `train` episodes that ended on one and 72 % of the
    plate's, going wrong in 61 % of `train` episodes whose towel lay farther and 22 % where it lay nearer
    (bench/receptacle_choice.py; BENCHMARKS.md section 4); PPO from such a prior learnt "towel", not the
-   instruction.
-   Detours put the object beside the decoy with a label pointing away from it, where only the instruction
-   says which way to go.
+   instruction. Detours put the object beside the decoy with a label pointing away from it, where only the
+   instruction says which way to go.
 
 Commands:
     # 1 GPU, 7B with LoRA (bf16):

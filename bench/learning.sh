@@ -26,8 +26,8 @@
 # "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
 # variant), SFT_STEPS, SFT_EVAL, EP_SELECT (validation episodes per SFT evaluation: 48 measured a 0.13 prior
 # at 0.27 in session 5), SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
-# SFT_LR (1e-3), SFT_ARGS (extra SFT flags), REUSE_DEMOS (1: train on $LEARN_DIR/demos.npz as it is), PRIOR_PICK (range | last), EP_KEY, SIB_VARIANTS / EP_SIB and
-# OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
+# SFT_LR (1e-3), SFT_ARGS (extra SFT flags), REUSE_DEMOS (1: train on $LEARN_DIR/demos.npz as it is),
+# PRIOR_PICK (range | last), EP_KEY, SIB_VARIANTS / EP_SIB and OTHER_VARIANTS / EP_OTHER (the eval stage), RUNS (the eval stage's RL runs,
 # default all), REWARD (sparse | shaped | progress); LEARN_SMOKE=1 shrinks every stage to a CPU-sized smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
