@@ -50,7 +50,7 @@ Deviations from the released fine-tuning recipe (OpenVLA `finetune.py`) and from
    holding the object, first carries it over the decoy (the receptacle the instruction did not name), then to
    the target; the stored labels stay the clean expert's, toward the target (DART's rule, deviation 1, applied
    to the choice of receptacle). Why: causal confusion (de Haan et al. 2019). In straight demonstrations the
-   receptacle nearest the carried object is the target in most carry frames (81-87 %, BENCHMARKS.md section 4),
+   receptacle nearest the carried object is the target in most held steps (77-89 %, BENCHMARKS.md section 4),
    so "go to the nearer receptacle" fits them without reading the instruction; at the lift it does not. The
    small priors whose towers resolve the scene (deviation 7) learnt much of that: session 22's ended on the
    receptacle nearer the cube's start in 65 % of the `train` episodes that ended on one and 72 % of the

@@ -44,6 +44,31 @@ algorithm directory or its name, or as given with --labels PATH=LABEL.
 Writes `--out` as {"note", "cells": {cell: {label: {"target_nearer": {"episodes", "success_once",
 "wrong_receptacle_at_end"}, "target_farther": {...}}}}}; with --markdown, also prints a table (a row per cell and
 checkpoint, "n / success / wrong" for each group).
+
+Demonstrations (--demos FILE.npz, alone or beside --evals): what the SFT data teaches about the choice. In a
+straight expert demonstration the carry moves the cube toward the instructed receptacle, so on most carry frames
+that is also the receptacle nearest to the cube, and "go to the receptacle nearest the cube" fits those labels as
+well as the instruction does; at the first held step (the lift, where the choice is made) the target is the nearer
+one only at the layout's base rate (24 demonstrations per variant at expert noise 0.1: 77-89 % of held steps,
+33 % of first held steps on `train`). Per variant, over the steps where the cube is held
+(is_grasped > 0.5): how many, and at how many the instructed receptacle's centre is the nearest (xy) to the cube's
+current centre (obj_pose); the same at each episode's first held step only.
+
+    python sft_openvla.py --demos-only --state-aux-coef 1 --env-backend cpu --demos-path demos/sft_demos.npz ...
+    python bench/receptacle_choice.py --demos demos/sft_demos.npz \
+        --out bench/results/receptacle_choice_demos.json --markdown
+
+The file must hold `states` (sft_openvla.py --state-aux-coef > 0: per step the state vector, laid out as
+openvla_envs.BUILTIN_STATE_LAYOUT) and per episode `variants` and `seeds`. Each episode's env was reset with its
+stored seed (collect_demos resets env i of a round with `demo_seed + 100_000 * variant index + attempts + i` and
+stores that seed), so its layout is recreated as above, from (variant, seed), in the same cache. The receptacles
+stay where they start (the expert touches none but the target, and places the cube on that one), so the recreated
+centres serve every step; the recreated target's centre must equal the stored goal_pos (xy) at the episode's first
+step within 1e-4 m, else the tool exits with one line (a wrong seed, or a file collected on the GPU back-end:
+collect on the CPU one for this tool). Episodes of a variant that is not the built-in task's, or that has a single
+receptacle, are skipped with a note (an error if none is left). `episodes` counts the episodes with a held step.
+Writes {"note", "demos": {variant: {"held_steps", "held_steps_target_nearer", "episodes",
+"first_held_target_nearer"}}} (with "cells" too when --evals is given); --markdown prints its table as well.
 """
 
 import json
@@ -65,20 +90,28 @@ import openvla_envs  # noqa: E402
 
 GROUPS = ("target_nearer", "target_farther")
 COUNTS = ("episodes", "success_once", "wrong_receptacle_at_end")
+DEMO_COUNTS = ("held_steps", "held_steps_target_nearer", "episodes", "first_held_target_nearer")
+STATE = openvla_envs.BUILTIN_STATE_LAYOUT
+GRASPED, OBJ_XY = STATE["is_grasped"].start, slice(STATE["obj_pose"].start, STATE["obj_pose"].start + 2)
+GOAL_XY = slice(STATE["goal_pos"].start, STATE["goal_pos"].start + 2)
 
 
 @dataclass
 class Args:
-    evals: list[str]
+    evals: list[str] = field(default_factory=list)
     """eval_generalization.py output directories (each holds results.json and runs/); their first checkpoint is
     labelled `prior`"""
-    out: str = "bench/results/receptacle_choice.json"
-    """the JSON to write"""
+    demos: str | None = None
+    """an sft_openvla.py demonstrations file with states (--state-aux-coef > 0): count, per variant, the held steps
+    where the instructed receptacle is the nearest to the cube"""
+    out: str | None = None
+    """the JSON to write (default: bench/results/receptacle_choice.json, or receptacle_choice_demos.json there
+    with --demos alone)"""
     labels: list[str] = field(default_factory=list)
     """PATH=LABEL: name a checkpoint yourself (as in bench/failure_modes.py: e.g. an RL checkpoint evaluated alone
     in its own directory, which would otherwise be its evaluation's `prior`)"""
     markdown: bool = False
-    """also print the Markdown table to stdout"""
+    """also print the Markdown table(s) to stdout"""
 
 
 def builtin_variant(variant: str) -> str:
@@ -99,10 +132,10 @@ def make_layout_env(variant: str) -> gym.Env:
                     reward_mode="none", render_backend="cpu", **kwargs)
 
 
-def target_is_nearest(cube_xy: np.ndarray, receptacles_xy: np.ndarray, target: int) -> bool:
-    """True when receptacle `target`'s centre is nearer (xy) to the cube's than every other receptacle's."""
-    distances = np.linalg.norm(receptacles_xy - cube_xy, axis=1)
-    return bool(all(distances[target] < d for i, d in enumerate(distances) if i != target))
+def target_nearest(cube_xy: np.ndarray, receptacles_xy: np.ndarray, target: int) -> np.ndarray:
+    """Cube centres (K, 2) -> (K,) bool: receptacle `target`'s centre is nearer (xy) than every other one's."""
+    distances = np.linalg.norm(cube_xy[:, None] - receptacles_xy[None], axis=-1)  # (K, R)
+    return distances[:, target] < np.delete(distances, target, axis=1).min(1)
 
 
 def layout(env: gym.Env, seed: int) -> dict:
@@ -118,7 +151,7 @@ def layout(env: gym.Env, seed: int) -> dict:
             and np.allclose(obs["extra"]["goal_pos"][0, :2].numpy(), receptacles[target])):
         raise RuntimeError(f"seed {seed}: the env's obj_pose / goal_pos disagree with its cube / target receptacle")
     return {"cube": cube[:2].tolist(), "receptacles": receptacles.tolist(), "kinds": list(task.receptacle_kinds),
-            "target": target, "target_nearer": target_is_nearest(cube[:2], receptacles, target)}
+            "target": target, "target_nearer": bool(target_nearest(cube[None, :2], receptacles, target)[0])}
 
 
 def layouts(needed: dict[str, set[int]]) -> dict[tuple[str, int], dict]:
@@ -163,12 +196,12 @@ def markdown(cells: dict[str, dict[str, dict[str, dict[str, int]]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(args: Args) -> None:
-    chosen = parse_labels(args.labels)
-    # read and check everything first (one-line errors before any env starts)
-    records = []  # (cell, label, variant, seeds, per-episode records)
+def read_evals(evals: list[str], chosen: dict[Path, str]) -> list[tuple[str, str, str, list[int], dict]]:
+    """The evaluation directories -> per (cell, checkpoint): (cell, label, variant, episode seeds, per-episode
+    records); exits with one line on a bad input (before any env starts)."""
+    records = []
     sources: dict[tuple[str, str], str] = {}
-    for directory in args.evals:
+    for directory in evals:
         results = read_results(directory)
         labels = checkpoint_labels([c["name"] for c in results["checkpoints"]], chosen)
         by_name = {c["name"]: c for c in results["checkpoints"]}
@@ -187,24 +220,118 @@ def main(args: Args) -> None:
                          f"n = {row['n']} in results.json: rerun eval_generalization.py with the same --output-dir "
                          f"to rewrite results.json")
             records.append((cell, label, variant, [seed + i for i in range(n)], episodes))
+    return records
+
+
+def read_demos(path: str) -> tuple[list[tuple[int, str, int, np.ndarray]], list[str]]:
+    """A demonstrations file -> its episodes of built-in variants as (index, variant, seed, states (t, 42)), and
+    notes on the variants skipped; exits with one line on a file this tool cannot read."""
+    if not Path(path).is_file():
+        sys.exit(f"error: no demonstrations file {path}")
+    with np.load(path, allow_pickle=False) as demos:
+        if missing := [k for k in ("states", "episode_starts", "variants", "seeds") if k not in demos.files]:
+            sys.exit(f"error: {path} holds no {', '.join(missing)}: collect it with sft_openvla.py --demos-only "
+                     f"--state-aux-coef 1 (a current version, which stores each episode's seed)")
+        states, starts = demos["states"], demos["episode_starts"]
+        variants, seeds = demos["variants"].tolist(), demos["seeds"].tolist()
+    if states.shape[1] != max(s.stop for s in STATE.values()):
+        sys.exit(f"error: {path}: states of {states.shape[1]} numbers, not the built-in tasks' state vector")
+    episodes, skipped = [], {}
+    for e, (variant, seed) in enumerate(zip(variants, seeds, strict=True)):
+        if variant in openvla_envs.VARIANTS:
+            episodes.append((e, variant, seed, states[starts[e] : starts[e + 1]]))
+        else:
+            skipped[variant] = skipped.get(variant, 0) + 1
+    notes = [f"{variant}: {n} episodes skipped (not a built-in variant)" for variant, n in skipped.items()]
+    if not episodes:
+        sys.exit(f"error: {path}: no episode of a built-in variant ({'; '.join(notes) or 'no episodes'})")
+    return episodes, notes
+
+
+def count_demos(path: str, episodes: list[tuple[int, str, int, np.ndarray]], found: dict[tuple[str, int], dict],
+                notes: list[str]) -> dict[str, dict[str, int]]:
+    """The demonstrations' episodes and their layouts -> per variant the DEMO_COUNTS; appends to `notes` for
+    single-receptacle variants; exits with one line where a recreated target is not the stored one."""
+    out: dict[str, dict[str, int]] = {}
+    single: dict[str, int] = {}
+    for e, variant, seed, states in tqdm(episodes, desc="demos", unit="episode"):
+        receptacles, target = np.array(found[variant, seed]["receptacles"]), found[variant, seed]["target"]
+        if len(receptacles) < 2:
+            single[variant] = single.get(variant, 0) + 1
+            continue
+        if not np.allclose(states[0, GOAL_XY], receptacles[target], rtol=0, atol=1e-4):
+            sys.exit(f"error: {path}: episode {e} ({variant}, seed {seed}): the recreated target lies at "
+                     f"{receptacles[target].round(4).tolist()}, the stored goal_pos at "
+                     f"{states[0, GOAL_XY].round(4).tolist()}: not this seed's layout (a wrong seed, or demos "
+                     f"collected on the GPU back-end: collect with --env-backend cpu)")
+        held = states[:, GRASPED] > 0.5
+        nearer = target_nearest(states[held, OBJ_XY], receptacles, target)
+        counts = out.setdefault(variant, dict.fromkeys(DEMO_COUNTS, 0))
+        counts["held_steps"] += int(held.sum())
+        counts["held_steps_target_nearer"] += int(nearer.sum())
+        if held.any():
+            counts["episodes"] += 1
+            counts["first_held_target_nearer"] += int(nearer[0])
+    notes += [f"{variant}: {n} episodes skipped (a single receptacle)" for variant, n in single.items()]
+    if not out:
+        sys.exit(f"error: {path}: no episode of a built-in variant with two or more receptacles ({'; '.join(notes)})")
+    return out
+
+
+def markdown_demos(demos: dict[str, dict[str, int]]) -> str:
+    """A row per variant: held steps and first held steps, `n / target nearest (%)` each."""
+    lines = ["| variant | held steps: n / target nearest | first held step: episodes / target nearest |",
+             "|---|---|---|"]
+    for variant, c in demos.items():
+        entries = [f"{c[n]} / {c[k]} ({100 * c[k] / max(c[n], 1):.0f} %)"
+                   for n, k in (("held_steps", "held_steps_target_nearer"), ("episodes", "first_held_target_nearer"))]
+        lines.append(f"| {variant} | " + " | ".join(entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: Args) -> None:
+    if not args.evals and args.demos is None:
+        sys.exit("error: nothing to read: give --evals DIR ... (evaluations) and/or --demos FILE.npz (demonstrations)")
+    # read and check everything first (one-line errors before any env starts)
+    records = read_evals(args.evals, parse_labels(args.labels))
+    demo_episodes, notes = read_demos(args.demos) if args.demos is not None else ([], [])
     needed: dict[str, set[int]] = {}
     for _, _, variant, seeds, _ in records:
         needed.setdefault(variant, set()).update(seeds)
+    for _, variant, seed, _ in demo_episodes:
+        needed.setdefault(variant, set()).add(seed)
     found = layouts(needed)
-    cells: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
-    for cell, label, variant, seeds, episodes in records:
-        nearer = [found[variant, s]["target_nearer"] for s in seeds]
-        cells.setdefault(cell, {})[label] = count(episodes, nearer)
-    note = ("episodes of each cell split by whether the instructed receptacle's centre was the nearest (xy) to the "
-            "cube's start: layouts recreated by resetting the variant's env (CPU back-end, as eval_generalization.py's "
-            "CPU workers) with episode i's seed, settings.seed + i; per group: episodes, success_once, "
-            "wrong_receptacle_at_end. Following the instruction: the same wrong rate in both groups; going to the "
-            "nearest receptacle: wrong ~0 when the target is nearer, high when it is farther")
-    out = Path(args.out)
+    result: dict = {"note": []}
+    if args.evals:
+        cells: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+        for cell, label, variant, seeds, episodes in records:
+            nearer = [found[variant, s]["target_nearer"] for s in seeds]
+            cells.setdefault(cell, {})[label] = count(episodes, nearer)
+        result["note"].append(
+            "cells: episodes of each cell split by whether the instructed receptacle's centre was the nearest (xy) "
+            "to the cube's start: layouts recreated by resetting the variant's env (CPU back-end, as "
+            "eval_generalization.py's CPU workers) with episode i's seed, settings.seed + i; per group: episodes, "
+            "success_once, wrong_receptacle_at_end. Following the instruction: the same wrong rate in both groups; "
+            "going to the nearest receptacle: wrong ~0 when the target is nearer, high when it is farther")
+        result["cells"] = cells
+    if args.demos is not None:
+        result["demos"] = count_demos(args.demos, demo_episodes, found, notes)
+        result["note"].append(
+            f"demos ({args.demos}): per variant, the steps where the cube is held (is_grasped > 0.5), and of them "
+            "those where the instructed receptacle's centre is the nearest (xy) to the cube's current centre; the "
+            "same at each episode's first held step (episodes: those with a held step). Layouts recreated from "
+            "each episode's variant and stored seed (CPU back-end), checked against its first step's goal_pos"
+            + "".join(f"; {note}" for note in notes))
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    result["note"] = " | ".join(result["note"])
+    default = "receptacle_choice.json" if args.evals else "receptacle_choice_demos.json"
+    out = Path(args.out or f"bench/results/{default}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"note": note, "cells": cells}, indent=1))
+    out.write_text(json.dumps(result, indent=1))
     if args.markdown:
-        print(markdown(cells), end="")
+        tables = [markdown(result["cells"])] if args.evals else []
+        print("\n".join(tables + ([markdown_demos(result["demos"])] if args.demos is not None else [])), end="")
     print(f"wrote {out} ({len(found)} layouts)", file=sys.stderr)
 
 

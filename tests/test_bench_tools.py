@@ -403,3 +403,71 @@ def test_receptacle_choice_splits_episodes_by_the_nearer_receptacle(tmp_path, tr
     next((sib / "runs").glob("*/unseen_target.json")).unlink()
     with pytest.raises(SystemExit, match="error: no .*unseen_target.json"):
         main(Args(evals=[str(sib)], out=str(out)))
+
+
+def test_receptacle_choice_counts_the_demos_held_steps_where_the_target_is_nearest(tmp_path, renderer_kept_alive):
+    """bench/receptacle_choice.py --demos on a file of the real collector (sft_openvla.py --demos-only: one clean
+    demonstration of `train`, one of `unseen_target`; --demo-seed 1000001 makes the instructed receptacle the
+    farther one at the start of the first and the nearer one of the second). The test recreates the receptacles
+    itself, from its own env reset with the seed that collect_demos resets with (demo_seed + 100_000 * variant
+    index, the first attempt), and counts the held steps where the target is nearer to the cube than the other
+    receptacle. A file whose seeds are off by one is refused with one line."""
+    import gymnasium as gym
+    import numpy as np
+    from script_harness import run_in_process
+
+    import openvla_envs
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from receptacle_choice import Args, main
+
+    demos, out = tmp_path / "demos.npz", tmp_path / "receptacle_choice.json"
+    collector = subprocess.Popen(
+        [sys.executable, str(ROOT / "sft_openvla.py"), "--demos-only", "--variants", "train", "unseen_target",
+         "--demos-per-task", "1", "--num-envs", "1", "--episode-steps", "45", "--expert-noise", "0",
+         "--state-aux-coef", "1", "--demo-seed", "1000001", "--env-backend", "cpu", "--demos-path", str(demos)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # meanwhile, each episode's receptacles from the test's own env: the target's (goal_pos) and the other's
+        seeds = {"train": 1_000_001, "unseen_target": 1_100_001}
+        receptacles = {}
+        for variant, seed in seeds.items():
+            env_id, kwargs, _ = openvla_envs.resolve(variant)
+            env = gym.make(env_id, obs_mode="rgb", control_mode="pd_ee_delta_pose", render_backend="cpu", **kwargs)
+            obs, _ = env.reset(seed=seed)
+            task = env.unwrapped
+            (other,) = [r.pose.p[0, :2].numpy() for r in task.receptacles if r is not task.target_actor]
+            receptacles[variant] = obs["extra"]["goal_pos"][0, :2].numpy(), other
+            env.close()
+        _, stderr = collector.communicate(timeout=600)
+    finally:
+        collector.kill()
+        collector.wait()
+    assert collector.returncode == 0, stderr[-3000:]
+    layout = openvla_envs.BUILTIN_STATE_LAYOUT
+    with np.load(demos, allow_pickle=False) as arrays:
+        files = dict(arrays)
+    assert files["variants"].tolist() == list(seeds) and files["seeds"].tolist() == list(seeds.values())
+    expected = {}
+    for e, variant in enumerate(seeds):
+        states = files["states"][files["episode_starts"][e] : files["episode_starts"][e + 1]]
+        target, other = receptacles[variant]
+        np.testing.assert_allclose(states[0, layout["goal_pos"]][:2], target, atol=1e-5)  # the seed is the reset's
+        cubes = states[states[:, layout["is_grasped"]][:, 0] > 0.5, layout["obj_pose"]][:, :2]
+        flags = [bool(np.linalg.norm(target - c) < np.linalg.norm(other - c)) for c in cubes]
+        expected[variant] = {"held_steps": len(flags), "held_steps_target_nearer": sum(flags), "episodes": 1,
+                             "first_held_target_nearer": int(flags[0])}
+    # the seeds pin both outcomes at the lift; the carry brings the cube nearer to the target
+    assert [expected[v]["first_held_target_nearer"] for v in seeds] == [0, 1]
+    assert 0 < expected["train"]["held_steps_target_nearer"] < expected["train"]["held_steps"]
+    code, stdout, _ = run_in_process("bench/receptacle_choice.py",
+                                     ["--demos", str(demos), "--out", str(out), "--markdown"], cwd=tmp_path)
+    assert code == 0
+    assert json.loads(out.read_text())["demos"] == expected
+    c = expected["train"]
+    assert f"| train | {c['held_steps']} / {c['held_steps_target_nearer']} (" in stdout
+    # one clear line for a wrong seed (the recreated target is not the stored goal), and for nothing to read
+    np.savez(tmp_path / "wrong.npz", **{**files, "seeds": files["seeds"] + 1})
+    with pytest.raises(SystemExit, match=r"error: .*episode 0 \(train, seed 1000002\): the recreated target lies"):
+        main(Args(demos=str(tmp_path / "wrong.npz"), out=str(out)))
+    with pytest.raises(SystemExit, match="error: nothing to read"):
+        main(Args(out=str(out)))
