@@ -648,8 +648,8 @@ def profile_tiny_rollout(args: Args) -> dict:
     px = processor.process_images(images, torch.bfloat16)
     with torch.no_grad():
         parts = {"process_images_s": timed(lambda: processor.process_images(images, torch.bfloat16), args.repeats),
-                 "embed_images_s": timed(lambda: model.embed_images(px), args.repeats),
-                 "generate_actions_s": timed(lambda: model.generate_actions(ids, mask, px), args.repeats)}
+                 "embed_images_s": timed(partial(model.embed_images, px), args.repeats),
+                 "generate_actions_s": timed(partial(model.generate_actions, ids, mask, px), args.repeats)}
         activities = [torch.profiler.ProfilerActivity.CPU]
         if DEVICE == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
