@@ -2,6 +2,7 @@
 
     python bench/expert_success.py --episodes 100 --num-envs 16
     python bench/expert_success.py --variants train red_cube --episodes 20 --noise 0.3 --pause-prob 0.2
+    python bench/expert_success.py --no-render --variants train unseen_target red_cube --noise 0.1 --detour-prob 1
     python bench/expert_success.py --no-render --episodes 100      # one env in-process, no camera: fast on a CPU
     python bench/expert_success.py --no-render --variants unseen_objects multi_object_unseen   # names or RL4VLA aliases
 
@@ -27,7 +28,7 @@ def vectorised(name: str, args) -> tuple[torch.Tensor, torch.Tensor]:
     for first in range(0, args.episodes, args.num_envs):
         envs.reset([min(first + i, args.episodes - 1) for i in range(args.num_envs)])  # pad the last batch
         for _ in range(args.max_episode_steps):
-            _, _, _, infos = envs.step(envs.expert_actions(args.noise, args.pause_prob))
+            _, _, _, infos = envs.step(envs.expert_actions(args.noise, args.pause_prob, args.detour_prob))
         keep = min(args.num_envs, args.episodes - first)
         once.append(infos["success_once"][:keep].cpu())
         end.append(infos["success_at_end"][:keep].cpu())
@@ -47,7 +48,7 @@ def in_process(name: str, args) -> tuple[torch.Tensor, torch.Tensor]:
         env.reset(seed=seed)
         success = torch.zeros(args.max_episode_steps, dtype=torch.bool)
         for t in range(args.max_episode_steps):
-            success[t] = bool(env.step(env.unwrapped.expert_action(args.noise, args.pause_prob))[-1]["success"])
+            success[t] = bool(env.step(env.unwrapped.expert_action(args.noise, args.pause_prob, args.detour_prob))[-1]["success"])
         once.append(success.any())
         end.append(success[-1])
     env.close()
@@ -66,6 +67,8 @@ if __name__ == "__main__":  # the CPU back-end spawns workers that re-import thi
     parser.add_argument("--max-episode-steps", type=int, default=80)
     parser.add_argument("--noise", type=float, default=0.0, help="std of the expert's action noise")
     parser.add_argument("--pause-prob", type=float, default=0.0, help="chance of a motionless step")
+    parser.add_argument("--detour-prob", type=float, default=0.0,
+                        help="chance per episode of a detour over the other receptacle (sft_openvla.py deviation 8)")
     parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-render", action="store_true",
@@ -83,6 +86,7 @@ if __name__ == "__main__":  # the CPU back-end spawns workers that re-import thi
     if args.json:
         print(
             json.dumps(
-                {"episodes": args.episodes, "noise": args.noise, "pause_prob": args.pause_prob, **results}
+                {"episodes": args.episodes, "noise": args.noise, "pause_prob": args.pause_prob,
+                 "detour_prob": args.detour_prob, **results}
             )
         )
