@@ -328,6 +328,26 @@ def test_carry_phase_starts_at_the_expert_s_first_grasp():
     assert carry_phase(episodes, gripper).tolist() == [False, False, True, True, True, True, True, False, False]
 
 
+def _beside(command: list[str], work, **popen) -> tuple[str, str]:
+    """Run `command` in a subprocess while `work()` runs here (both start env workers: overlapping them halves the
+    test's wait) -> the subprocess's (stdout, stderr); a non-zero exit fails the test."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        work()
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    return stdout, stderr
+
+
+def _other_receptacle_xy(task):
+    """(2,) the xy of the one receptacle of a two-receptacle scene that the instruction does not name."""
+    (other,) = [r.pose.p[0, :2].numpy() for r in task.receptacles if r is not task.target_actor]
+    return other
+
+
 def test_receptacle_choice_splits_episodes_by_the_nearer_receptacle(tmp_path, train_envs, renderer_kept_alive):
     """bench/receptacle_choice.py on synthetic records of `train` (6 checkpoints, checkpoint k wrong on episode k
     only, so each checkpoint's split pins one episode's flag), `unseen_target` and `train` sampled at T=1. The test
@@ -348,18 +368,16 @@ def test_receptacle_choice_splits_episodes_by_the_nearer_receptacle(tmp_path, tr
     sib = _eval_results(tmp_path / "eval_sib", {(ckpts[0], "unseen_target"): records[0]})
     sampled = _eval_results(tmp_path / "eval_t1", {(ckpts[0], "train"): records[0]}, temperature=1.0)
     out = tmp_path / "receptacle_choice.json"
-    tool = subprocess.Popen([sys.executable, str(ROOT / "bench/receptacle_choice.py"), "--evals", str(key), str(sib),
-                             str(sampled), "--out", str(out), "--markdown"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:  # meanwhile, the layouts from the test's own env
-        seeds = [10**7 + i for i in range(n)]  # _eval_results' settings.seed, + i
+    seeds, nearer = [10**7 + i for i in range(n)], {}  # _eval_results' settings.seed, + i
+
+    def layouts() -> None:  # meanwhile, the layouts from the test's own env
         env = gym.make(openvla_envs.TABLETOP_ENV_ID, obs_mode="rgb", control_mode="pd_ee_delta_pose",
                        render_backend="cpu")
-        task, nearer, seen = env.unwrapped, {}, {}
+        seen = {}
         for seed in [*reversed(seeds), *seeds]:  # twice, in another order: a seed fixes the layout
             obs, _ = env.reset(seed=seed)
             cube, goal = obs["extra"]["obj_pose"][0, :2].numpy(), obs["extra"]["goal_pos"][0, :2].numpy()
-            (plate,) = [r.pose.p[0, :2].numpy() for r in task.receptacles if r is not task.target_actor]
+            plate = _other_receptacle_xy(env.unwrapped)
             state = (cube.tolist(), goal.tolist(), plate.tolist())
             assert seen.setdefault(seed, state) == state
             nearer[seed] = bool(np.linalg.norm(goal - cube) < np.linalg.norm(plate - cube))
@@ -368,11 +386,9 @@ def test_receptacle_choice_splits_episodes_by_the_nearer_receptacle(tmp_path, tr
             images, _ = train_envs.reset(pair)
             assert all(torch.equal(images[j], seen[s, "image"]) for j, s in enumerate(pair))
         env.close()
-        stdout, stderr = tool.communicate(timeout=300)
-    finally:
-        tool.kill()
-        tool.wait()
-    assert tool.returncode == 0, stderr[-3000:]
+
+    stdout, stderr = _beside([sys.executable, str(ROOT / "bench/receptacle_choice.py"), "--evals", str(key), str(sib),
+                              str(sampled), "--out", str(out), "--markdown"], layouts)
     flags = [nearer[s] for s in seeds]
     assert 0 < sum(flags) < n  # both groups present at these seeds (else the test pins nothing)
 
@@ -422,27 +438,20 @@ def test_receptacle_choice_counts_the_demos_held_steps_where_the_target_is_neare
     from receptacle_choice import Args, main
 
     demos, out = tmp_path / "demos.npz", tmp_path / "receptacle_choice.json"
-    collector = subprocess.Popen(
-        [sys.executable, str(ROOT / "sft_openvla.py"), "--demos-only", "--variants", "train", "unseen_target",
-         "--demos-per-task", "1", "--num-envs", "1", "--episode-steps", "45", "--expert-noise", "0",
-         "--state-aux-coef", "1", "--demo-seed", "1000001", "--env-backend", "cpu", "--demos-path", str(demos)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:  # meanwhile, each episode's receptacles from the test's own env: the target's (goal_pos) and the other's
-        seeds = {"train": 1_000_001, "unseen_target": 1_100_001}
-        receptacles = {}
+    seeds, receptacles = {"train": 1_000_001, "unseen_target": 1_100_001}, {}
+
+    def layouts() -> None:  # meanwhile, each episode's receptacles from the test's own env: the target's and the other's
         for variant, seed in seeds.items():
             env_id, kwargs, _ = openvla_envs.resolve(variant)
             env = gym.make(env_id, obs_mode="rgb", control_mode="pd_ee_delta_pose", render_backend="cpu", **kwargs)
             obs, _ = env.reset(seed=seed)
-            task = env.unwrapped
-            (other,) = [r.pose.p[0, :2].numpy() for r in task.receptacles if r is not task.target_actor]
-            receptacles[variant] = obs["extra"]["goal_pos"][0, :2].numpy(), other
+            receptacles[variant] = obs["extra"]["goal_pos"][0, :2].numpy(), _other_receptacle_xy(env.unwrapped)
             env.close()
-        _, stderr = collector.communicate(timeout=600)
-    finally:
-        collector.kill()
-        collector.wait()
-    assert collector.returncode == 0, stderr[-3000:]
+
+    _beside([sys.executable, str(ROOT / "sft_openvla.py"), "--demos-only", "--variants", "train", "unseen_target",
+             "--demos-per-task", "1", "--num-envs", "1", "--episode-steps", "45", "--expert-noise", "0",
+             "--state-aux-coef", "1", "--demo-seed", "1000001", "--env-backend", "cpu", "--demos-path", str(demos)],
+            layouts, cwd=tmp_path)
     layout = openvla_envs.BUILTIN_STATE_LAYOUT
     with np.load(demos, allow_pickle=False) as arrays:
         files = dict(arrays)
