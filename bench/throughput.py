@@ -37,6 +37,11 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   `generate_actions` under `torch.profiler`: the GPU's busy time against the wall time, the kernels launched and
   the costliest CPU operators. The tiny rollout is launch-bound (~45 ms a step at 16 envs, session 20): this says
   which part to capture or fuse next.
+* `tiny_loop`: where the host's time goes in tiny PPO's rollout step: one episode of `ppo_openvla.py`'s rollout
+  loop on CPU worker envs (`--tiny-ppo-envs`' first number, the `train` task, each `--tiny-ppo-env-parts`), its
+  calls made in the script's order, each call's wall time summed (ms per step) after a warm-up episode that
+  captures the decode graphs. The GPU is synchronised once per part, before the actions go to the workers (where
+  the script's `step_async` waits for it anyway), so `gpu_finish` is the GPU's work not hidden behind the launches.
 
 Floors: FLOPs and bytes are counted from the model's shapes (linear layers 2 FLOP per weight per token,
 attention 4 T^2 d per layer, causal halved); a step's floor is max(FLOPs / matmul rate, bytes / bandwidth)
@@ -51,6 +56,7 @@ forward with checkpointing. The JSON is rewritten after every row, so a run cut 
     python bench/throughput.py --sections profile --out bench/results/update_profile.json
     python bench/throughput.py --sections tiny_ppo --out bench/results/tiny_ppo.json  # env overlap (~3 min)
     python bench/throughput.py --sections tiny_rollout --out bench/results/tiny_rollout.json  # (~1 min)
+    python bench/throughput.py --sections tiny_loop --tiny-ppo-envs 16 --out bench/results/tiny_loop.json  # (~2 min)
     python bench/throughput.py --tiny --batch-sizes 2 --micro-batches 2 --repeats 1 --sections rollout update \
         --out /tmp/throughput_tiny.json                                # smoke test, any machine (CPU: ~1 min)
 """
@@ -83,7 +89,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Args:
     sections: list[str] = field(default_factory=lambda: ["rollout", "update", "iteration"])
-    """which measurements to run besides the ceilings: rollout update profile iteration tiny_ppo tiny_rollout"""
+    """which measurements to run besides the ceilings: rollout update profile iteration tiny_ppo tiny_rollout
+    tiny_loop"""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 24, 96])
     """rollout batch sizes (envs per step)"""
     quant: list[str] = field(default_factory=lambda: ["bf16", "4bit"])
@@ -130,6 +137,8 @@ class Args:
     """the `tiny_ppo` section's --compile values (False True: each run also with the decoder layers compiled)"""
     tiny_ppo_iterations: int = 3
     """iterations per `tiny_ppo` run; the last one is reported (the first captures CUDA graphs)"""
+    tiny_loop_steps: int = 80
+    """steps of the `tiny_loop` section's episodes (PPO's --num-steps)"""
     tiny: bool = False
     """the tiny model's sizes instead of 7B, on the CPU without a GPU (a smoke test of this script)"""
     out: str = "bench/results/throughput.json"
@@ -671,6 +680,67 @@ def profile_tiny_rollout(args: Args) -> dict:
                             for e in cpu_ops]}
 
 
+def time_tiny_loop(args: Args) -> list[dict]:
+    """One episode of tiny PPO's rollout loop on CPU worker envs per --env-parts, each call's time summed (see the
+    module docstring) -> per parts: ms per step of each call, the step's wall time and env steps per second."""
+    import openvla_envs
+
+    work = Path(tempfile.mkdtemp(prefix="openvla-tiny-"))
+    ovp.make_tiny_openvla(work / "tiny", seed=0)
+    model, processor = ovp.load_vla(str(work / "tiny"), device=DEVICE, dtype=torch.bfloat16,
+                                    lora=ovp.LoraSettings(rank=16, alpha=32), with_value_head=True)
+    stats = ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY)
+    n, steps, rows_out = args.tiny_ppo_envs[0], args.tiny_loop_steps, []
+    for parts in args.tiny_ppo_env_parts:
+        envs = openvla_envs.make_envs("train", n, device=DEVICE, backend="cpu", max_episode_steps=steps, parts=parts)
+        spent: dict[str, float] = {}
+        for episode in range(2):  # the first captures the decode graphs of the part's batch size
+            spent = dict.fromkeys(("step_wait", "buffers", "process_images", "generate_actions", "gpu_finish",
+                                   "tokens_to_actions", "step_async"), 0.0)
+            clock = [time.perf_counter()]
+
+            def lap(name: str) -> None:
+                now = time.perf_counter()
+                spent[name] += now - clock[0]
+                clock[0] = now
+
+            next_obs, instructions = envs.reset(list(range(episode * n, (episode + 1) * n)))
+            ids, mask = processor.tokenize(instructions, device=DEVICE)
+            frames = torch.zeros((steps, *next_obs.shape), dtype=torch.uint8, device=DEVICE)  # the script's `obs`
+            tokens = torch.zeros((steps, n, ovp.ACTION_DIM), dtype=torch.long, device=DEVICE)
+            sync()
+            start = clock[0] = time.perf_counter()
+            for step in range(steps):
+                for p, rows in enumerate(envs.part_slices):
+                    if step > 0:
+                        next_obs[rows] = envs.step_wait(p)[0]
+                        lap("step_wait")
+                    frames[step, rows] = next_obs[rows]
+                    lap("buffers")
+                    pixels = processor.process_images(next_obs[rows], torch.bfloat16)
+                    lap("process_images")
+                    with torch.no_grad():
+                        sample = model.generate_actions(ids[rows], mask[rows], pixels)
+                    lap("generate_actions")
+                    tokens[step, rows] = sample.tokens
+                    lap("buffers")
+                    sync()
+                    lap("gpu_finish")
+                    actions = ovp.tokens_to_actions(sample.tokens, model.config, stats)
+                    lap("tokens_to_actions")
+                    envs.step_async(actions, p)
+                    lap("step_async")
+            envs.step_wait()
+            lap("step_wait")
+            wall = clock[0] - start  # the last lap's end: the calls partition the wall time
+        envs.close()
+        rows_out.append({"envs": n, "env_parts": parts, "step_ms": 1e3 * wall / steps,
+                         "env_steps_per_s": n * steps / wall, **{f"{k}_ms": 1e3 * v / steps for k, v in spent.items()}})
+        print(json.dumps(rows_out[-1]), flush=True)
+    del model
+    reset_peak()
+    return rows_out
+
 def main(args: Args) -> None:
     if DEVICE != "cuda" and not args.tiny:
         sys.exit("error: bench/throughput.py needs a CUDA GPU at 7B sizes (--tiny runs a smoke test anywhere)")
@@ -710,6 +780,8 @@ def main(args: Args) -> None:
     if "tiny_rollout" in args.sections:
         save("tiny_rollout")(profile_tiny_rollout(args))
         print(json.dumps({k: v for k, v in result["tiny_rollout"].items() if k != "top_cpu_ops"}), flush=True)
+    if "tiny_loop" in args.sections:
+        save("tiny_loop")(time_tiny_loop(args))
 
 
 if __name__ == "__main__":

@@ -480,3 +480,30 @@ def test_receptacle_choice_counts_the_demos_held_steps_where_the_target_is_neare
         main(Args(demos=str(tmp_path / "wrong.npz"), out=str(out)))
     with pytest.raises(SystemExit, match="error: nothing to read"):
         main(Args(out=str(out)))
+
+
+def test_hybrid_checkpoints_keep_one_half_of_the_change_each(tmp_path):
+    """bench/hybrid_checkpoints.py: the adapter-only hybrid has no towers (the base's are loaded) and the run's
+    adapter; the towers-only one keeps the towers and zeroes every lora_B (B @ A = 0: the base LM's function)."""
+    from safetensors.torch import load_file, save_file
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import hybrid_checkpoints
+
+    run = tmp_path / "iter_000120"
+    run.mkdir()
+    adapter = {"q_proj.lora_A.weight": torch.randn(4, 8), "q_proj.lora_B.weight": torch.randn(8, 4)}
+    save_file(adapter, run / "adapter_model.safetensors")
+    save_file({"projector.fc1.weight": torch.randn(3, 3)}, run / "vision.safetensors")
+    for name in ("openvla_rl.json", "adapter_config.json", "optimizer.pt"):
+        (run / name).write_text("{}")
+    lora_only, towers_only = hybrid_checkpoints.make_hybrids(run, tmp_path / "out", "it120")
+    assert not (lora_only / "vision.safetensors").exists() and not (lora_only / "optimizer.pt").exists()
+    assert all(torch.equal(load_file(lora_only / "adapter_model.safetensors")[k], v) for k, v in adapter.items())
+    assert (towers_only / "vision.safetensors").read_bytes() == (run / "vision.safetensors").read_bytes()
+    zeroed = load_file(towers_only / "adapter_model.safetensors")
+    assert torch.equal(zeroed["q_proj.lora_A.weight"], adapter["q_proj.lora_A.weight"])
+    assert not zeroed["q_proj.lora_B.weight"].any()
+    (run / "vision.safetensors").unlink()  # not a --train-vision checkpoint: one line naming the fix
+    with pytest.raises(FileNotFoundError, match="--train-vision"):
+        hybrid_checkpoints.make_hybrids(run, tmp_path / "other")

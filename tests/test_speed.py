@@ -292,8 +292,16 @@ def test_throughput_bench_tiny_update_profile(tmp_path, compiled):
 
 def test_throughput_bench_tiny_rollout_profile(tmp_path):
     """bench/throughput.py --sections tiny_rollout: the tiny model's rollout step, its parts timed (the towers a part
-    of the whole step) and one step profiled (on the CPU: no kernels; the CPU operators sorted by their time)."""
-    row = run_throughput(tmp_path, "--sections", "tiny_rollout", "--tiny-ppo-envs", "2")["tiny_rollout"]
+    of the whole step) and one step profiled (on the CPU: no kernels; the CPU operators sorted by their time).
+    tiny_loop: the rollout loop on worker envs, its calls' times adding up to the step's wall time."""
+    result = run_throughput(tmp_path, "--sections", "tiny_rollout", "tiny_loop", "--tiny-ppo-envs", "2",
+                            "--tiny-ppo-env-parts", "2", "--tiny-loop-steps", "3")
+    (loop,) = result["tiny_loop"]
+    assert loop["envs"] == 2 and loop["env_parts"] == 2 and loop["step_wait_ms"] > 0 and loop["generate_actions_ms"] > 0
+    calls = sum(v for k, v in loop.items() if k.endswith("_ms") and k != "step_ms")
+    assert calls == pytest.approx(loop["step_ms"], rel=1e-6)  # every moment of the step is some call's
+    assert loop["env_steps_per_s"] == pytest.approx(1e3 * loop["envs"] / loop["step_ms"])
+    row = result["tiny_rollout"]
     assert row["envs"] == 2 and 0 < row["embed_images_s"] < row["generate_actions_s"] and row["process_images_s"] > 0
     assert row["profiled_wall_s"] > 0 and row["kernel_launches"] == 0 and row["gpu_busy_s"] == 0
     times = [op["self_cpu_s"] for op in row["top_cpu_ops"]]

@@ -12,26 +12,15 @@ cd "$(dirname "$0")/../../../.."
 CK=${RUN:?the unpacked run directory}/checkpoints/iter_000240
 OUT=${OUT:-/tmp/swap}
 mkdir -p "$OUT"
-python3 - "$CK" "$OUT" <<'PY'
-import shutil, sys, torch
-from safetensors.torch import load_file, save_file
-src, root = sys.argv[1], sys.argv[2]
-state = ("optimizer.pt", "rng_states.pt")  # resume state, not needed to evaluate
-shutil.copytree(src, f"{root}/lora240_priortowers", ignore=shutil.ignore_patterns(*state, "vision.safetensors"))
-b = f"{root}/priorlm_towers240"
-shutil.copytree(src, b, ignore=shutil.ignore_patterns(*state))
-w = load_file(f"{b}/adapter_model.safetensors")
-save_file({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()}, f"{b}/adapter_model.safetensors",
-          metadata={"format": "pt"})
-PY
+python3 bench/hybrid_checkpoints.py --checkpoint "$CK" --out "$OUT" --name it240  # the two hybrids
 ev() {  # checkpoint, output directory
   python3 eval_generalization.py --checkpoints "$1" --unnorm-key sft_tabletop --variants train --episodes 200 \
     --num-envs 2 --videos-per-variant 0 --output-dir "$2"
 }
-ev "$OUT/lora240_priortowers" "$OUT/eval_lora240_priortowers"
-ev "$OUT/priorlm_towers240" "$OUT/eval_priorlm_towers240"
+ev "$OUT/it240_lora_prior_towers" "$OUT/eval_lora240_priortowers"
+ev "$OUT/it240_towers_prior_lm" "$OUT/eval_priorlm_towers240"
 ev /tmp/learn_s13/prior "$OUT/eval_prior_cpu"
 E="$OUT/eval_prior_cpu $OUT/eval_lora240_priortowers $OUT/eval_priorlm_towers240"
-L="$OUT/lora240_priortowers=rl_lora_prior_towers $OUT/priorlm_towers240=prior_lm_rl_towers"
+L="$OUT/it240_lora_prior_towers=rl_lora_prior_towers $OUT/it240_towers_prior_lm=prior_lm_rl_towers"
 python3 bench/learning_table.py --evals $E --labels $L --out bench/results/learning_s18/swap/table.json
 python3 bench/failure_modes.py --evals $E --labels $L --out bench/results/learning_s18/swap/failure_modes.json --markdown
