@@ -198,7 +198,7 @@ def run_cell(model, processor, stats, envs, args: Args, bar: tqdm) -> dict:
             input_ids, attention_mask, pixel_values = processor(obs, instructions)
             sample = model.generate_actions(input_ids, attention_mask, pixel_values, greedy=args.temperature == 0,
                                             temperature=args.temperature or 1.0, generator=generator)
-            obs, _, _, infos = envs.step(tokens_to_actions(sample.tokens, model.config, stats))  # (N, 7) actions
+            obs, _, _, infos = envs.step(tokens_to_actions(sample.tokens.cpu(), model.config, stats))  # (N, 7) actions
             if first == 0:
                 frames.append(obs.cpu().numpy())
             bar.update(1)

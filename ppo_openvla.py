@@ -547,7 +547,7 @@ def evaluate(args: Args, model, processor, envs_by_variant: dict, stats, dtype, 
                 sample = model.generate_actions(input_ids, attention_mask, processor.process_images(obs, dtype),
                                                 temperature=args.temperature, greedy=True,
                                                 decode=None if args.decode == "auto" else args.decode)
-                obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
+                obs, _, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens.cpu(), model.config, stats))
             n = min(envs.num_envs, local_episodes - round_start)
             success_once.append(infos["success_once"][:n].float())
             success_at_end.append(infos["success_at_end"][:n].float())
@@ -790,7 +790,9 @@ def main(args: Args) -> None:
                 logprobs[step, rows] = sample.logprobs.sum(-1)  # composite action log-prob (deviation 1)
                 with torch.no_grad():
                     values[step, rows] = sample.values if critic is None else critic(sim_states[step, rows])
-                envs.step_async(ovp.tokens_to_actions(sample.tokens, model.config, stats), p)
+                # the ids to the CPU first: on the GPU the mapping's syncs and tiny kernels cost ~4 ms a call
+                # (bench/throughput.py tiny_loop, BENCHMARKS.md section 1)
+                envs.step_async(ovp.tokens_to_actions(sample.tokens.cpu(), model.config, stats), p)
             if stop_requested():
                 interrupted = True
                 break

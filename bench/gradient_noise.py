@@ -298,7 +298,7 @@ def main(args: Args) -> None:
                                                 temperature=args.temperature)
                 values[t, cols] = (sample.values if run_critic is None else run_critic(envs.states.cpu())).cpu()
             tokens[t, cols] = sample.tokens.cpu()
-            next_obs, reward, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens, model.config, stats))
+            next_obs, reward, _, infos = envs.step(ovp.tokens_to_actions(sample.tokens.cpu(), model.config, stats))
             successes[t, cols], env_rewards[t, cols] = infos["success"].cpu(), reward.cpu()
         with torch.no_grad():
             if with_states:

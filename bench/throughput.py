@@ -680,6 +680,18 @@ def profile_tiny_rollout(args: Args) -> dict:
                             for e in cpu_ops]}
 
 
+class Laps:
+    """Wall time between consecutive `lap(name)` calls, summed per name: the calls partition the time measured."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.spent = dict.fromkeys(names, 0.0)
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.spent[name] += now - self.last
+        self.last = now
+
 def time_tiny_loop(args: Args) -> list[dict]:
     """One episode of tiny PPO's rollout loop on CPU worker envs per --env-parts, each call's time summed (see the
     module docstring) -> per parts: ms per step of each call, the step's wall time and env steps per second."""
@@ -693,23 +705,16 @@ def time_tiny_loop(args: Args) -> list[dict]:
     n, steps, rows_out = args.tiny_ppo_envs[0], args.tiny_loop_steps, []
     for parts in args.tiny_ppo_env_parts:
         envs = openvla_envs.make_envs("train", n, device=DEVICE, backend="cpu", max_episode_steps=steps, parts=parts)
-        spent: dict[str, float] = {}
         for episode in range(2):  # the first captures the decode graphs of the part's batch size
-            spent = dict.fromkeys(("step_wait", "buffers", "process_images", "generate_actions", "gpu_finish",
-                                   "tokens_to_actions", "step_async"), 0.0)
-            clock = [time.perf_counter()]
-
-            def lap(name: str) -> None:
-                now = time.perf_counter()
-                spent[name] += now - clock[0]
-                clock[0] = now
-
+            timer = Laps(("step_wait", "buffers", "process_images", "generate_actions", "gpu_finish",
+                          "tokens_to_actions", "step_async"))
+            lap = timer.lap
             next_obs, instructions = envs.reset(list(range(episode * n, (episode + 1) * n)))
             ids, mask = processor.tokenize(instructions, device=DEVICE)
             frames = torch.zeros((steps, *next_obs.shape), dtype=torch.uint8, device=DEVICE)  # the script's `obs`
             tokens = torch.zeros((steps, n, ovp.ACTION_DIM), dtype=torch.long, device=DEVICE)
             sync()
-            start = clock[0] = time.perf_counter()
+            start = timer.last = time.perf_counter()
             for step in range(steps):
                 for p, rows in enumerate(envs.part_slices):
                     if step > 0:
@@ -726,16 +731,16 @@ def time_tiny_loop(args: Args) -> list[dict]:
                     lap("buffers")
                     sync()
                     lap("gpu_finish")
-                    actions = ovp.tokens_to_actions(sample.tokens, model.config, stats)
+                    actions = ovp.tokens_to_actions(sample.tokens.cpu(), model.config, stats)
                     lap("tokens_to_actions")
                     envs.step_async(actions, p)
                     lap("step_async")
             envs.step_wait()
             lap("step_wait")
-            wall = clock[0] - start  # the last lap's end: the calls partition the wall time
+            wall = timer.last - start  # the last lap's end: the calls partition the wall time
         envs.close()
         rows_out.append({"envs": n, "env_parts": parts, "step_ms": 1e3 * wall / steps,
-                         "env_steps_per_s": n * steps / wall, **{f"{k}_ms": 1e3 * v / steps for k, v in spent.items()}})
+                         "env_steps_per_s": n * steps / wall, **{f"{k}_ms": 1e3 * v / steps for k, v in timer.spent.items()}})
         print(json.dumps(rows_out[-1]), flush=True)
     del model
     reset_peak()
