@@ -152,7 +152,9 @@ class Args:
     """LoRA alpha"""
     train_vision: bool = False
     """also train the vision towers and projector (full fine-tuning in fp32, at --vision-learning-rate); off: the
-    blog's LoRA on the language model only. 7B: +0.7 B trainable parameters (~11 GB with Adam state)"""
+    blog's LoRA on the language model only. 7B: +0.7 B trainable parameters (~11 GB with Adam state). The towers
+    never see the instruction: what RL teaches them applies to every instruction (BENCHMARKS.md section 4, session
+    23: on the tiny model they learnt `train`'s receptacle and cost the plate instruction)"""
     vision_learning_rate: float = 1e-5
     """Adam learning rate of the towers and projector with --train-vision: full fine-tuning needs a far smaller step
     than LoRA (at 5e-4 the small model collapsed; 1e-5 is the order of OpenVLA's own full-fine-tuning rate, 2e-5)"""

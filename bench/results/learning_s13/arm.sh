@@ -48,6 +48,9 @@
 # head: 0.55), `train` 0.585 greedy / 0.615 sampled (n.s.; BENCHMARKS.md section 4).
 # Session 21 ran ARM=state LIKELIHOOD=0 PRIOR_TAR=.learn/s21/prior_s21.tar.xz: the same arm from session 21's prior,
 # whose towers SFT taught the scene's geometry (sft_openvla --state-aux-coef 1; bench/results/learning_s21/prior.sh).
+# Session 23 ran ARM=state LIKELIHOOD=0 PRIOR_TAR=<the detour prior> (bench/results/learning_s23/machine1.sh's header):
+# `train` 0.405 -> 0.64, plate 0.355 -> 0.255; its hybrids put the plate's loss in the towers (BENCHMARKS.md section
+# 4). Next: ARM=lmstate from the same prior, remade (the `state` arm with the towers frozen: the blog's setting).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
@@ -72,6 +75,7 @@ flags() {  # arm -> its PPO flags
     lmonly) echo "--seed 1" ;;  # LoRA on the LM alone, the blog's setting
     state) echo "--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3" ;;  # session 20
     states2) echo "--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3 --seed 2" ;;
+    lmstate) echo "--critic state --value-learning-rate 1e-3" ;;  # `state` with the towers frozen (session 23's next)
     *) return 1 ;;
   esac
 }
