@@ -332,6 +332,7 @@ class FusedVisionBackbone(nn.Module):
             )
         self.featurizer, self.fused_featurizer = towers
         self.embed_dim = sum(t.embed_dim for t in towers)
+        self.num_patches: int = self.featurizer.patch_embed.num_patches  # P = 256 at 224 px
 
     @staticmethod
     def _second_to_last_block(tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -557,18 +558,18 @@ class OpenVLAForActionPrediction(nn.Module):
         Fix 3: the returned log-probs are those of the exact distribution sampled from.
         `decode` picks how the 6 cached steps run ("Decoding the 7 action tokens" below): by default a CUDA
         graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
-        force one (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
+        force one ("cuda_graph_prefill": the towers and prefill captured too, opt-in) (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
         `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill and the decode
         steps run compiled halves of each layer around an eager cache write (see there).
         """
-        patches = self.embed_images(pixel_values)  # (B, P, H)
-        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, patches)
         tokens, logprobs, all_logits = [], [], []
         with torch.compiler.set_stance("force_eager"):  # whole compiled layers eager here (a no-op unless compiled)
-            decoder = self._decoder(embeds.shape[0], embeds.shape[1], decode)
-            hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
-            values = self._values(hidden, detach_input=True)
+            decoder = self._decoder(input_ids.shape[0], input_ids.shape[1] + self.vision_backbone.num_patches, decode)
+            if decode == "cuda_graph_prefill" and isinstance(decoder, StaticCacheDecoder):
+                patches, hidden, values = decoder.prefill_graphed(input_ids, attention_mask, pixel_values)
+            else:
+                patches, hidden, values = self._prompt(decoder, input_ids, attention_mask, pixel_values)
             for step in range(ACTION_DIM):
                 all_logits.append(self._action_logits(hidden, temperature))  # (B, 256)
                 log_probs = torch.log_softmax(all_logits[-1], dim=-1)
@@ -582,6 +583,15 @@ class OpenVLAForActionPrediction(nn.Module):
                     hidden = decoder.step(tokens[-1])  # (B, H)
         return ActionSample(torch.stack(tokens, 1), torch.stack(logprobs, 1), values, torch.stack(all_logits, 1),
                             patches if return_patch_embeddings else None)
+
+    def _prompt(self, decoder, input_ids, attention_mask,
+                pixel_values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The prompt through the towers and the LM, filling `decoder`'s KV cache -> the (B, P, H) patch embeddings,
+        the last prompt token's hidden state (B, H) and the value head's values (B,) (None without a head)."""
+        patches = self.embed_images(pixel_values)  # (B, P, H)
+        embeds, mask, position_ids = self._prefill_inputs(input_ids, attention_mask, patches)
+        hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
+        return patches, hidden, self._values(hidden, detach_input=True)
 
     def _decoder(self, batch: int, prompt_length: int, decode: str | None) -> _DynamicCacheDecoder | StaticCacheDecoder:
         """The decoder for `generate_actions`: a cached CUDA graph when asked or by default on a GPU."""
@@ -601,7 +611,7 @@ class OpenVLAForActionPrediction(nn.Module):
         if decode == "static":
             return StaticCacheDecoder(self, batch, length, cuda_graph=False)
         if device.type != "cuda":
-            raise OpenVLAError('decode="cuda_graph" needs the model on a CUDA device')
+            raise OpenVLAError(f'decode="{decode}" needs the model on a CUDA device')
         key = (batch, length)
         decoder = self.decode_graphs.get(key)
         if decoder is not None and decoder.fingerprint == _fingerprint(self):
@@ -635,17 +645,23 @@ class OpenVLAForActionPrediction(nn.Module):
 # replaced (`_fingerprint`). The eager reference is `decode="dynamic"` (transformers' DynamicCache), also
 # the default for flash-attention (which takes no 4-D mask); `decode="static"` runs the graph's code
 # without capturing it (CPU tests).
+#
+# `decode="cuda_graph_prefill"` (opt-in, session 23; not yet checked on a GPU) captures the rest of the step too:
+# the towers, the projector and the prefill into the same static cache, plus the value head (`_prompt`), as a
+# second graph per prompt length, fed through copies of the token ids, mask and pixels. It is for small models,
+# whose ~380 launches of towers and prefill cost ~14 ms of host time per call of 8 envs against ~4 ms of GPU work
+# (bench/throughput.py tiny_loop); at 7B the prefill is compute-bound and its graph would pin the prefill's
+# activations (GBs) in the graph's memory pool.
 
-DECODE_MODES = ("dynamic", "static", "cuda_graph")
+DECODE_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph_prefill")
 STATIC_CACHE_MULTIPLE = 16
 """Static KV caches hold a multiple of this many slots, so that prompts of similar lengths share a graph."""
 
 
 def _fingerprint(model: OpenVLAForActionPrediction) -> tuple:
     """What a captured graph depends on beyond shapes: the training flag, the layers it runs (transformers' or the
-    compiled halves) and every parameter's address."""
-    lm = model.causal_lm
-    return lm.training, model.compiled_halves, tuple(p.data_ptr() for p in lm.parameters())
+    compiled halves) and every parameter's address (the towers' and value head's too, for the prefill graph)."""
+    return model.causal_lm.training, model.compiled_halves, tuple(p.data_ptr() for p in model.parameters())
 
 
 def _attention_mask_4d(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
@@ -715,6 +731,7 @@ class StaticCacheDecoder:
         self.position_ids = torch.zeros((batch, 1), dtype=torch.long, device=weight.device)  # (B, 1)
         self.key_valid = torch.ones((batch, length), dtype=torch.bool, device=weight.device)  # (B, C) not padding
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.prefill_graphs: dict[int, tuple] = {}  # by prompt length: (graph, static inputs, static outputs)
         if cuda_graph:
             # Warm-up on a side stream first, so lazy initialisations do not happen during capture
             # (https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs); it writes slot 0, which every
@@ -749,6 +766,38 @@ class StaticCacheDecoder:
         self.cache.slot.fill_(n - 1)  # `step` advances it before writing
         self.position_ids.copy_(position_ids[:, -1:])
         return hidden[:, -1]
+
+    def prefill_graphed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`model._prompt` (towers, projector, prefill into this cache, value head) captured as a CUDA graph per
+        prompt length on first use and replayed (decode="cuda_graph_prefill"; see the comment above) -> copies of
+        its outputs (the next replay overwrites the graph's own)."""
+        if self.model.cuda_graph_error is not None:  # a capture failed before: the eager path is always correct
+            return self.model._prompt(self, input_ids, attention_mask, pixel_values)
+        entry = self.prefill_graphs.get(input_ids.shape[1])
+        if entry is None:
+            inputs = (input_ids.clone(), attention_mask.clone(), pixel_values.clone())
+            try:
+                stream = torch.cuda.Stream()  # warm-up first, as for the decode step
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(2):
+                        self.model._prompt(self, *inputs)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    outputs = self.model._prompt(self, *inputs)
+            except Exception as err:
+                self.model.cuda_graph_error = f"{type(err).__name__}: {err}"
+                warnings.warn("openvla_patch: capturing the prefill as a CUDA graph failed "
+                              f"({self.model.cuda_graph_error}); running it eagerly from now on", stacklevel=3)
+                return self.model._prompt(self, input_ids, attention_mask, pixel_values)
+            entry = self.prefill_graphs[input_ids.shape[1]] = (graph, inputs, outputs)
+        graph, inputs, outputs = entry
+        for static, new in zip(inputs, (input_ids, attention_mask, pixel_values), strict=True):
+            static.copy_(new)
+        graph.replay()
+        return tuple(None if out is None else out.clone() for out in outputs)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """The (B,) tokens just chosen -> hidden state (B, H) that predicts the next ones."""

@@ -139,6 +139,8 @@ class Args:
     """iterations per `tiny_ppo` run; the last one is reported (the first captures CUDA graphs)"""
     tiny_loop_steps: int = 80
     """steps of the `tiny_loop` section's episodes (PPO's --num-steps)"""
+    tiny_loop_decode: str = "auto"
+    """the `tiny_loop` section's generate_actions decode: auto (the default) or an openvla_patch.DECODE_MODES entry"""
     tiny: bool = False
     """the tiny model's sizes instead of 7B, on the CPU without a GPU (a smoke test of this script)"""
     out: str = "bench/results/throughput.json"
@@ -659,6 +661,15 @@ def profile_tiny_rollout(args: Args) -> dict:
         parts = {"process_images_s": timed(lambda: processor.process_images(images, torch.bfloat16), args.repeats),
                  "embed_images_s": timed(partial(model.embed_images, px), args.repeats),
                  "generate_actions_s": timed(partial(model.generate_actions, ids, mask, px), args.repeats)}
+        if DEVICE == "cuda":  # the opt-in prefill graph against the default path: time, same tokens, log-probs
+            parts["generate_actions_prefill_graph_s"] = timed(
+                partial(model.generate_actions, ids, mask, px, decode="cuda_graph_prefill"), args.repeats)
+            default, graphed = (model.generate_actions(ids, mask, px, greedy=True, decode=d, return_patch_embeddings=True)
+                                for d in (None, "cuda_graph_prefill"))
+            parts.update(prefill_graph_error=model.cuda_graph_error,
+                         prefill_graph_tokens_equal=bool(torch.equal(default.tokens, graphed.tokens)),
+                         prefill_graph_logprob_max_dev=(default.logprobs - graphed.logprobs).abs().max().item(),
+                         prefill_graph_patches_equal=bool(torch.equal(default.patch_embeddings, graphed.patch_embeddings)))
         activities = [torch.profiler.ProfilerActivity.CPU]
         if DEVICE == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -703,6 +714,7 @@ def time_tiny_loop(args: Args) -> list[dict]:
                                     lora=ovp.LoraSettings(rank=16, alpha=32), with_value_head=True)
     stats = ovp.action_stats(model.config, ovp.BUILTIN_NORM_KEY)
     n, steps, rows_out = args.tiny_ppo_envs[0], args.tiny_loop_steps, []
+    decode = None if args.tiny_loop_decode == "auto" else args.tiny_loop_decode
     for parts in args.tiny_ppo_env_parts:
         envs = openvla_envs.make_envs("train", n, device=DEVICE, backend="cpu", max_episode_steps=steps, parts=parts)
         for episode in range(2):  # the first captures the decode graphs of the part's batch size
@@ -725,7 +737,7 @@ def time_tiny_loop(args: Args) -> list[dict]:
                     pixels = processor.process_images(next_obs[rows], torch.bfloat16)
                     lap("process_images")
                     with torch.no_grad():
-                        sample = model.generate_actions(ids[rows], mask[rows], pixels)
+                        sample = model.generate_actions(ids[rows], mask[rows], pixels, decode=decode)
                     lap("generate_actions")
                     tokens[step, rows] = sample.tokens
                     lap("buffers")
@@ -739,7 +751,7 @@ def time_tiny_loop(args: Args) -> list[dict]:
             lap("step_wait")
             wall = timer.last - start  # the last lap's end: the calls partition the wall time
         envs.close()
-        rows_out.append({"envs": n, "env_parts": parts, "step_ms": 1e3 * wall / steps,
+        rows_out.append({"envs": n, "env_parts": parts, "decode": args.tiny_loop_decode, "step_ms": 1e3 * wall / steps,
                          "env_steps_per_s": n * steps / wall, **{f"{k}_ms": 1e3 * v / steps for k, v in timer.spent.items()}})
         print(json.dumps(rows_out[-1]), flush=True)
     del model

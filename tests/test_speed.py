@@ -104,6 +104,8 @@ def test_decode_modes_are_checked(tiny_fp32):
         model.generate_actions(ids, mask, px, decode="graph")
     with pytest.raises(OpenVLAError, match="CUDA device"):
         model.generate_actions(ids, mask, px, decode="cuda_graph")
+    with pytest.raises(OpenVLAError, match='"cuda_graph_prefill" needs the model on a CUDA device'):
+        model.generate_actions(ids, mask, px, decode="cuda_graph_prefill")
 
 
 # --- LoRA at base speed --------------------------------------------------------------------------------
