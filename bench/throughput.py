@@ -36,7 +36,9 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   already on the GPU, the towers, and the whole `generate_actions`, each timed apart, then one
   `generate_actions` under `torch.profiler`: the GPU's busy time against the wall time, the kernels launched and
   the costliest CPU operators. The tiny rollout is launch-bound (~45 ms a step at 16 envs, session 20): this says
-  which part to capture or fuse next.
+  which part to capture or fuse next. On a GPU it also times `decode="cuda_graph_prefill"` (the towers and prefill
+  captured too) and checks it against the default path: greedy tokens and patch embeddings equal, log-probs' largest
+  difference.
 * `tiny_loop`: where the host's time goes in tiny PPO's rollout step: one episode of `ppo_openvla.py`'s rollout
   loop on CPU worker envs (`--tiny-ppo-envs`' first number, the `train` task, each `--tiny-ppo-env-parts`), its
   calls made in the script's order, each call's wall time summed (ms per step) after a warm-up episode that
