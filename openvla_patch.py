@@ -558,7 +558,8 @@ class OpenVLAForActionPrediction(nn.Module):
         Fix 3: the returned log-probs are those of the exact distribution sampled from.
         `decode` picks how the 6 cached steps run ("Decoding the 7 action tokens" below): by default a CUDA
         graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
-        force one ("cuda_graph_prefill": the towers and prefill captured too, opt-in) (a failed capture warns once and decodes eagerly, `cuda_graph_error` says why). With
+        force one, and "cuda_graph_prefill" (opt-in) captures the towers and prefill too (a failed capture warns
+        once and runs eagerly, `cuda_graph_error` says why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
         `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill and the decode
         steps run compiled halves of each layer around an eager cache write (see there).
