@@ -557,15 +557,17 @@ class OpenVLAForActionPrediction(nn.Module):
         from each row's own count of real tokens, so the cached steps ignore padding too.
         Fix 3: the returned log-probs are those of the exact distribution sampled from.
         `decode` picks how the 6 cached steps run ("Decoding the 7 action tokens" below): by default a CUDA
-        graph on a GPU with SDPA or eager attention, else "dynamic"; "dynamic", "static" or "cuda_graph"
-        force one, and "cuda_graph_prefill" (opt-in) captures the towers and prefill too (a failed capture warns
-        once and runs eagerly, `cuda_graph_error` says why). With
+        graph on a GPU with SDPA or eager attention, with the towers and prefill captured too for models under
+        PREFILL_GRAPH_MAX_PARAMETERS ("cuda_graph_prefill"), else "dynamic"; "dynamic", "static", "cuda_graph"
+        or "cuda_graph_prefill" force one (a failed capture warns once and runs eagerly, `cuda_graph_error` says
+        why). With
         `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
         `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill and the decode
         steps run compiled halves of each layer around an eager cache write (see there).
         """
         tokens, logprobs, all_logits = [], [], []
         with torch.compiler.set_stance("force_eager"):  # whole compiled layers eager here (a no-op unless compiled)
+            decode = self._default_decode() if decode is None else decode
             decoder = self._decoder(input_ids.shape[0], input_ids.shape[1] + self.vision_backbone.num_patches, decode)
             if decode == "cuda_graph_prefill" and isinstance(decoder, StaticCacheDecoder):
                 patches, hidden, values = decoder.prefill_graphed(input_ids, attention_mask, pixel_values)
@@ -594,6 +596,17 @@ class OpenVLAForActionPrediction(nn.Module):
         hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
         return patches, hidden, self._values(hidden, detach_input=True)
 
+    def _default_decode(self) -> str:
+        """decode=None's mode: CUDA graphs on a GPU with SDPA or eager attention until a capture fails, the towers
+        and prefill captured too for models under PREFILL_GRAPH_MAX_PARAMETERS; else the eager "dynamic"."""
+        lm = self.causal_lm
+        graph_ok = (lm.config._attn_implementation in ("sdpa", "eager") and self.cuda_graph_error is None
+                    and lm.get_input_embeddings().weight.device.type == "cuda")
+        if not graph_ok:
+            return "dynamic"
+        small = sum(p.numel() for p in self.parameters()) < PREFILL_GRAPH_MAX_PARAMETERS
+        return "cuda_graph_prefill" if small else "cuda_graph"
+
     def _decoder(self, batch: int, prompt_length: int, decode: str | None) -> _DynamicCacheDecoder | StaticCacheDecoder:
         """The decoder for `generate_actions`: a cached CUDA graph when asked or by default on a GPU."""
         if decode not in (None, *DECODE_MODES):
@@ -601,9 +614,7 @@ class OpenVLAForActionPrediction(nn.Module):
         lm = self.causal_lm
         device = lm.get_input_embeddings().weight.device
         static_ok = lm.config._attn_implementation in ("sdpa", "eager")  # the 4-D masks we pass
-        if decode is None:
-            graph_ok = static_ok and device.type == "cuda" and self.cuda_graph_error is None
-            decode = "cuda_graph" if graph_ok else "dynamic"
+        decode = self._default_decode() if decode is None else decode
         if decode == "dynamic":
             return _DynamicCacheDecoder(self)
         if not static_ok:
@@ -647,14 +658,17 @@ class OpenVLAForActionPrediction(nn.Module):
 # the default for flash-attention (which takes no 4-D mask); `decode="static"` runs the graph's code
 # without capturing it (CPU tests).
 #
-# `decode="cuda_graph_prefill"` (opt-in, session 23; not yet checked on a GPU) captures the rest of the step too:
-# the towers, the projector and the prefill into the same static cache, plus the value head (`_prompt`), as a
-# second graph per prompt length, fed through copies of the token ids, mask and pixels. It is for small models,
-# whose ~380 launches of towers and prefill cost ~14 ms of host time per call of 8 envs against ~4 ms of GPU work
-# (bench/throughput.py tiny_loop); at 7B the prefill is compute-bound and its graph would pin the prefill's
-# activations (GBs) in the graph's memory pool.
+# `decode="cuda_graph_prefill"`, the default for models under PREFILL_GRAPH_MAX_PARAMETERS, captures the rest of
+# the step too: the towers, the projector and the prefill into the same static cache, plus the value head
+# (`_prompt`), as a second graph per prompt length, fed through copies of the token ids, mask and pixels. Small
+# models' ~380 launches of towers and prefill cost ~14 ms of host time per call of 8 envs against ~4 ms of GPU
+# work; captured, the tiny model's generate_actions for 16 envs took 5.9 ms instead of 11.1, with the same tokens
+# and log-probs (H100, BENCHMARKS.md section 1, session 24). At 7B the prefill is compute-bound and its graph
+# would pin the prefill's activations (GBs) in the graph's memory pool, so 7B keeps the decode graph alone.
 
 DECODE_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph_prefill")
+PREFILL_GRAPH_MAX_PARAMETERS = 10**9
+"""decode=None captures the towers and prefill too ("cuda_graph_prefill") for models with fewer parameters."""
 STATIC_CACHE_MULTIPLE = 16
 """Static KV caches hold a multiple of this many slots, so that prompts of similar lengths share a graph."""
 

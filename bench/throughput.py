@@ -36,9 +36,9 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   already on the GPU, the towers, and the whole `generate_actions`, each timed apart, then one
   `generate_actions` under `torch.profiler`: the GPU's busy time against the wall time, the kernels launched and
   the costliest CPU operators. The tiny rollout is launch-bound (~45 ms a step at 16 envs, session 20): this says
-  which part to capture or fuse next. On a GPU it also times `decode="cuda_graph_prefill"` (the towers and prefill
-  captured too) and checks it against the default path: greedy tokens and patch embeddings equal, log-probs' largest
-  difference.
+  which part to capture or fuse next. On a GPU it also times `decode="cuda_graph"` (the decode steps' graph alone)
+  and `"cuda_graph_prefill"` (the towers and prefill captured too, the small model's default since session 24) and
+  checks one against the other: greedy tokens and patch embeddings equal, log-probs' largest difference.
 * `tiny_loop`: where the host's time goes in tiny PPO's rollout step: one episode of `ppo_openvla.py`'s rollout
   loop on CPU worker envs (`--tiny-ppo-envs`' first number, the `train` task, each `--tiny-ppo-env-parts`), its
   calls made in the script's order, each call's wall time summed (ms per step) after a warm-up episode that
@@ -137,6 +137,8 @@ class Args:
     """the `tiny_ppo` section's --env-parts values, each run with every number of envs"""
     tiny_ppo_compile: list[bool] = field(default_factory=lambda: [False])
     """the `tiny_ppo` section's --compile values (False True: each run also with the decoder layers compiled)"""
+    tiny_ppo_decode: list[str] = field(default_factory=lambda: ["auto"])
+    """the `tiny_ppo` section's --decode values (e.g. auto cuda_graph: each run also with the decode graph alone)"""
     tiny_ppo_iterations: int = 3
     """iterations per `tiny_ppo` run; the last one is reported (the first captures CUDA graphs)"""
     tiny_loop_steps: int = 80
@@ -639,11 +641,13 @@ def measure_tiny_ppo(args: Args) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="openvla-tiny-"))
     ovp.make_tiny_openvla(work / "tiny", seed=0)
     rows = []
-    for envs, parts, compiled in itertools.product(args.tiny_ppo_envs, args.tiny_ppo_env_parts, args.tiny_ppo_compile):
+    for envs, parts, compiled, decode in itertools.product(args.tiny_ppo_envs, args.tiny_ppo_env_parts,
+                                                           args.tiny_ppo_compile, args.tiny_ppo_decode):
         flags = ["--num-envs", str(envs), "--num-steps", "80", "--num-minibatches", "16", "--num-iterations",
-                 str(args.tiny_ppo_iterations), "--save-every", "1000", "--env-parts", str(parts)]
+                 str(args.tiny_ppo_iterations), "--save-every", "1000", "--env-parts", str(parts), "--decode", decode]
         flags += ["--compile"] if compiled else []
-        rows.append({"envs": envs, "env_parts": parts, "compile": compiled, **run_ppo(work / "tiny", flags, work)})
+        rows.append({"envs": envs, "env_parts": parts, "compile": compiled, "decode": decode,
+                     **run_ppo(work / "tiny", flags, work)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -663,11 +667,12 @@ def profile_tiny_rollout(args: Args) -> dict:
         parts = {"process_images_s": timed(lambda: processor.process_images(images, torch.bfloat16), args.repeats),
                  "embed_images_s": timed(partial(model.embed_images, px), args.repeats),
                  "generate_actions_s": timed(partial(model.generate_actions, ids, mask, px), args.repeats)}
-        if DEVICE == "cuda":  # the opt-in prefill graph against the default path: time, same tokens, log-probs
-            parts["generate_actions_prefill_graph_s"] = timed(
-                partial(model.generate_actions, ids, mask, px, decode="cuda_graph_prefill"), args.repeats)
+        if DEVICE == "cuda":  # the prefill graph (the small model's default) against the decode graph alone
+            for key, d in (("generate_actions_decode_graph_s", "cuda_graph"),
+                           ("generate_actions_prefill_graph_s", "cuda_graph_prefill")):
+                parts[key] = timed(partial(model.generate_actions, ids, mask, px, decode=d), args.repeats)
             default, graphed = (model.generate_actions(ids, mask, px, greedy=True, decode=d, return_patch_embeddings=True)
-                                for d in (None, "cuda_graph_prefill"))
+                                for d in ("cuda_graph", "cuda_graph_prefill"))
             parts.update(prefill_graph_error=model.cuda_graph_error,
                          prefill_graph_tokens_equal=bool(torch.equal(default.tokens, graphed.tokens)),
                          prefill_graph_logprob_max_dev=(default.logprobs - graphed.logprobs).abs().max().item(),
