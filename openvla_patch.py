@@ -168,7 +168,10 @@ class OpenVLAConfig:
     @property
     def base_vocab_size(self) -> int:
         """Vocabulary without padding rows (32000 for Llama-2): action tokens are its top 256 ids."""
-        return self.llama_config().vocab_size - self.pad_to_multiple_of
+        # text_config's own entry when it has one (the released file does): building a LlamaConfig to read it
+        # costs ~2 ms, and the rollout maps tokens to actions every step (BENCHMARKS.md section 1, session 24)
+        vocab_size = self.text_config.get("vocab_size") or self.llama_config().vocab_size
+        return vocab_size - self.pad_to_multiple_of
 
     @property
     def action_token_ids(self) -> range:

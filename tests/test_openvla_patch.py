@@ -231,6 +231,17 @@ def test_all_256_bins_round_trip(tiny_fp32):
         assert len(torch.unique(actions[:, 0])) == 256
 
 
+def test_tokens_to_actions_reads_the_vocabulary_without_building_a_llama_config(tiny_fp32, monkeypatch):
+    """The rollout maps tokens every step: building a LlamaConfig per call cost ~2 ms x 4 (session 24)."""
+    model, _ = tiny_fp32
+    cfg = model.config
+    stats = action_stats(cfg, BUILTIN_NORM_KEY)
+    tokens = torch.full((2, 7), cfg.action_token_ids.start)
+    expected = tokens_to_actions(tokens, cfg, stats)
+    monkeypatch.setattr(type(cfg), "llama_config", lambda self: pytest.fail("built a LlamaConfig"))
+    assert torch.equal(tokens_to_actions(tokens, cfg, stats), expected)
+
+
 def test_unknown_unnorm_key_lists_available(tiny_fp32):
     model, _ = tiny_fp32
     with pytest.raises(OpenVLAError, match="bridge_orig, panda_tabletop"):
