@@ -51,6 +51,12 @@
 # Session 23 ran ARM=state LIKELIHOOD=0 PRIOR_TAR=<the detour prior> (bench/results/learning_s23/machine1.sh's header):
 # `train` 0.405 -> 0.64, plate 0.355 -> 0.255; its hybrids put the plate's loss in the towers (BENCHMARKS.md section
 # 4). Next: ARM=lmstate from the same prior, remade (the `state` arm with the towers frozen: the blog's setting).
+# Session 24 remade that prior (same recipe, a different draw: `train` 0.81, plate 0.74, red cube 0.90) and ran
+# ARM=lmstate LIKELIHOOD=0 PRIOR_TAR=/tmp/stash/prior_det05.tar.xz from it (bench/results/learning_s24/machine2.sh):
+# no cell moved (BENCHMARKS.md section 4). That prior is in git history: `git show
+# 239dbb7:bench/results/learning_s24/artifacts/prior_det05.tar.xz > .learn/s24/prior_det05.tar.xz`; next from it:
+# ARM=state (towers at 1e-5) beside lmstate, the controlled comparison (two arms: ARM="state lmstate" on an
+# nvidia-h200-x2, or one machine each).
 # CPU smoke run (2 cores): LEARN_SMOKE=1 EP=2 EVAL_ENVS=2 DEMOS_PTX=1 DEMO_ENVS=1, from a copy in /tmp/job.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, pack_run, arm, ptx_demos, stop_and_wait
 STOP_S=${STOP_S:-1100}  # a safety net on a machine held at most 30 minutes
