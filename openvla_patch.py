@@ -601,14 +601,15 @@ class OpenVLAForActionPrediction(nn.Module):
 
     def _default_decode(self) -> str:
         """decode=None's mode: CUDA graphs on a GPU with SDPA or eager attention until a capture fails, the towers
-        and prefill captured too for models under PREFILL_GRAPH_MAX_PARAMETERS; else the eager "dynamic"."""
+        and prefill captured too for models under PREFILL_GRAPH_MAX_PARAMETERS (not after `compile_decoder_layers`:
+        that pairing is not yet checked on a GPU); else the eager "dynamic"."""
         lm = self.causal_lm
         graph_ok = (lm.config._attn_implementation in ("sdpa", "eager") and self.cuda_graph_error is None
                     and lm.get_input_embeddings().weight.device.type == "cuda")
         if not graph_ok:
             return "dynamic"
         small = sum(p.numel() for p in self.parameters()) < PREFILL_GRAPH_MAX_PARAMETERS
-        return "cuda_graph_prefill" if small else "cuda_graph"
+        return "cuda_graph_prefill" if small and self.compiled_halves is None else "cuda_graph"
 
     def _decoder(self, batch: int, prompt_length: int, decode: str | None) -> _DynamicCacheDecoder | StaticCacheDecoder:
         """The decoder for `generate_actions`: a cached CUDA graph when asked or by default on a GPU."""
@@ -667,7 +668,8 @@ class OpenVLAForActionPrediction(nn.Module):
 # models' ~380 launches of towers and prefill cost ~14 ms of host time per call of 8 envs against ~4 ms of GPU
 # work; captured, the tiny model's generate_actions for 16 envs took 5.9 ms instead of 11.1, with the same tokens
 # and log-probs (H100, BENCHMARKS.md section 1, session 24). At 7B the prefill is compute-bound and its graph
-# would pin the prefill's activations (GBs) in the graph's memory pool, so 7B keeps the decode graph alone.
+# would pin the prefill's activations (GBs) in the graph's memory pool, so 7B keeps the decode graph alone, and
+# so does a model after `compile_decoder_layers` (capturing the compiled halves' prefill is not yet checked).
 
 DECODE_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph_prefill")
 PREFILL_GRAPH_MAX_PARAMETERS = 10**9
