@@ -44,8 +44,9 @@ class _TimedStep(gym.Wrapper):
 
 
 def _timed_worker_env(env_id: str, env_kwargs: dict, camera: str) -> gym.Env:
-    """Runs in a worker process: the worker env of `openvla_envs.make_envs`, timed."""
-    return _TimedStep(openvla_envs._make_worker_env(env_id, env_kwargs, camera))  # its private factory: the same env
+    """Runs in a worker process: the worker env of `openvla_envs.make_envs` (images only, as PPO's default head
+    critic has them), timed."""
+    return _TimedStep(openvla_envs._make_worker_env(env_id, env_kwargs, camera, False))  # its private factory
 
 
 def panda_kwargs(variant: str) -> tuple[str, dict]:
