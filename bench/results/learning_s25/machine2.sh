@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Session 25, machine 2 (one nvidia-h100-x1, ~25 minutes held): issue 13's tiny PPO SPS with session 24's mapping fix
-# (OpenVLAConfig.base_vocab_size without a LlamaConfig per read), then issue 12's `state` arm (PPO --critic state,
-# towers at 1e-5, LoRA 1e-4, 24 envs, 120 iterations = 230 k env steps; sessions 20, 21, 23) from machine 1's pick
-# (learning_s25/machine1.sh: a prior in the issue's range that reads the instruction), its test cells (`train`
-# greedy and T = 1, both siblings greedy, 200 episodes each). PRIOR_CELLS=1: also the prior's four test cells, when
-# machine 1 could not finish them. Two calls back to back: (a) carry [".learn/s25/prior_pick.tar.xz"]:
-#   mkdir -p /tmp/stash && cp .learn/s25/prior_pick.tar.xz /tmp/stash/
+# Session 25, machine 2 (one nvidia-h100-x1, ~24 minutes held): issue 13's tiny PPO SPS with session 24's mapping fix
+# (OpenVLAConfig.base_vocab_size without a LlamaConfig per read), at --env-parts 2 and 4; then issue 12's `state` arm
+# (PPO --critic state, towers at 1e-5, LoRA 1e-4, 24 envs, 120 iterations = 230 k env steps; sessions 20, 21, 23)
+# from session 24's stored prior (the detour recipe's instruction-following draw: `train` 0.81, plate 0.74, red cube
+# 0.90): the controlled comparison with session 24's `lmstate` (the same arm with the towers frozen) from the same
+# prior instance. Its test cells (`train` greedy and T = 1, both siblings greedy, 200 episodes each) and the prior's
+# sampled `train` cell (T = 1, not measured in session 24), started when training ends.
+# (Machine 1 of this session, learning_s25/machine1.sh, was lost: the machine went back idle while its second half
+# was being rescheduled by hand, learning_s25/machine1_finish.sh; it is the next session's first machine.)
+# Two calls back to back: (a) carry [".learn/s24/prior_det05.tar.xz"]:
+#   mkdir -p /tmp/stash && cp .learn/s24/prior_det05.tar.xz /tmp/stash/
 # (b) carry [".device"]: the brief's prefix, then
 #   rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (setsid bash /tmp/job/bench/results/learning_s25/machine2.sh \
 #   </dev/null >/tmp/drive.out 2>&1 &); sleep 530
-# and poll until /tmp/out/machine2.done.
+# and poll with calls back to back (never leave the machine idle 30 s) until /tmp/out/machine2.done.
 set -u
 cd /tmp/job
 mkdir -p /tmp/out
@@ -19,16 +23,14 @@ if [ "${BENCH:-1}" = 1 ]; then
     --out /tmp/out/tiny_ppo_16.json > /tmp/out/tiny_ppo_16.log 2>&1
   echo "tiny_ppo rc=$? $(date +%T)" >> /tmp/out/driver.log
 fi
-STOP_S=${STOP_S:-1000} ARM=state LIKELIHOOD=0 PRIOR_TAR=/tmp/stash/prior_pick.tar.xz bash bench/results/learning_s13/arm.sh
-if [ "${PRIOR_CELLS:-0}" = 1 ]; then
+( # the prior's sampled `train` cell, beside the arm's cells once its training has ended
   source bench/results/drive_common.sh  # log, evalv
-  export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8 EP=200
-  evalv eval_key_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_key_prior.log 2>&1 &
-  EXTRA="--temperature 1.0" evalv eval_t1_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_t1_prior.log 2>&1 &
-  evalv eval_plate_prior "$EP" unseen_target -- "$LEARN_DIR/prior" > /tmp/out/eval_plate_prior.log 2>&1 &
-  evalv eval_red_prior "$EP" red_cube -- "$LEARN_DIR/prior" > /tmp/out/eval_red_prior.log 2>&1 &
-  wait
-  tar -C /tmp/learn -cJf /tmp/out/eval_prior.tar.xz eval_key_prior eval_t1_prior eval_plate_prior eval_red_prior
-  log "prior test cells done"
-fi
+  while ! grep -q "ppo state rc" /tmp/out/driver.log 2>/dev/null; do sleep 5; done
+  EXTRA="--temperature 1.0" EVAL_ENVS=8 evalv eval_t1_prior 200 train -- /tmp/learn_s13/prior > /tmp/out/eval_t1_prior.log 2>&1
+  log "prior t1 rc=$?"
+  tar -C /tmp/learn -cJf /tmp/out/eval_t1_prior.tar.xz eval_t1_prior
+) &
+STOP_S=${STOP_S:-1000} ARM=state LIKELIHOOD=0 PRIOR_TAR=${PRIOR_TAR:-/tmp/stash/prior_det05.tar.xz} \
+  bash bench/results/learning_s13/arm.sh
+wait
 touch /tmp/out/machine2.done
