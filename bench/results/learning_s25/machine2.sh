@@ -6,8 +6,8 @@
 # 0.90): the controlled comparison with session 24's `lmstate` (the same arm with the towers frozen) from the same
 # prior instance. Its test cells (`train` greedy and T = 1, both siblings greedy, 200 episodes each) and the prior's
 # sampled `train` cell (T = 1, not measured in session 24), started when training ends.
-# (Machine 1 of this session, learning_s25/machine1.sh, was lost: the machine went back idle while its second half
-# was being rescheduled by hand, learning_s25/machine1_finish.sh; it is the next session's first machine.)
+# (Machine 1 of this session was lost: the machine went back idle while its second half was being rescheduled by
+# hand; its drivers are in git history, `git show d548a87:bench/results/learning_s25/machine1.sh`; machine3.sh redid it.)
 # Two calls back to back: (a) carry [".learn/s24/prior_det05.tar.xz"]:
 #   mkdir -p /tmp/stash && cp .learn/s24/prior_det05.tar.xz /tmp/stash/
 # (b) carry [".device"]: the brief's prefix, then

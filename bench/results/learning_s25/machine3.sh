@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 25, machine 3 (one nvidia-h100-x1, ~16 minutes held, the session's last device minutes): machine 1's prior
-# pick (learning_s25/machine1.sh, lost) made lean enough to fit: the same demonstrations (the detour recipe, 1,200),
+# pick (`git show d548a87:bench/results/learning_s25/machine1.sh`, lost) made lean enough to fit: the same demonstrations (the detour recipe, 1,200),
 # one SFT draw (seed $SEED) of $STEPS steps ($HOLD at the peak 1e-3, then cosine to 0, state loss 0.3, a checkpoint
 # every 500 steps), then, once SFT has ended, the checkpoints at $PICK_STEPS (the last included) on $EP_PICK greedy
 # validation episodes of `train` and of the plate, side by side at 4 envs each, and learning_s25/pick.py's
