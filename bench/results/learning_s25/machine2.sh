@@ -15,7 +15,7 @@
 #   </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # and poll with calls back to back (never leave the machine idle 30 s) until /tmp/out/machine2.done.
 # Next session, from the stored pick (learning_s25/artifacts/README.md): the same two calls with .learn/s25/prior_pick.tar.xz
-# stashed and `PRIOR_TAR=/tmp/stash/prior_pick.tar.xz PRIOR_CELLS="key t1 plate red" BENCH=0` before setsid.
+# stashed and `PRIOR_TAR=/tmp/stash/prior_pick.tar.xz PRIOR_CELLS=all BENCH=0` before setsid.
 set -u
 cd /tmp/job
 mkdir -p /tmp/out
@@ -25,24 +25,17 @@ if [ "${BENCH:-1}" = 1 ]; then
     --out /tmp/out/tiny_ppo_16.json > /tmp/out/tiny_ppo_16.log 2>&1
   echo "tiny_ppo rc=$? $(date +%T)" >> /tmp/out/driver.log
 fi
-( # the prior's cells in $PRIOR_CELLS (key: `train` greedy, t1: sampled, plate, red), beside the arm's cells once its
-  # training has ended. Session 25 measured t1 only; from a new prior (e.g. the stored pick) use "key t1 plate red"
-  source bench/results/drive_common.sh  # log, evalv
+( # the prior's cells beside the arm's, once its training has ended: PRIOR_CELLS=t1 (what session 25 ran: the
+  # sampled `train` cell) or all (drive_common's prior_cells: `train` greedy and sampled, both siblings; for a new
+  # prior such as the stored pick)
+  source bench/results/drive_common.sh  # log, evalv, prior_cells
+  export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8 EP=200
   while ! grep -q "ppo state rc" /tmp/out/driver.log 2>/dev/null; do sleep 5; done
-  dirs=()
-  for c in ${PRIOR_CELLS:-t1}; do
-    case $c in
-      key) EVAL_ENVS=8 evalv eval_key_prior 200 train -- /tmp/learn_s13/prior > /tmp/out/eval_key_prior.log 2>&1 & ;;
-      t1) EXTRA="--temperature 1.0" EVAL_ENVS=8 evalv eval_t1_prior 200 train -- /tmp/learn_s13/prior > /tmp/out/eval_t1_prior.log 2>&1 & ;;
-      plate) EVAL_ENVS=8 evalv eval_plate_prior 200 unseen_target -- /tmp/learn_s13/prior > /tmp/out/eval_plate_prior.log 2>&1 & ;;
-      red) EVAL_ENVS=8 evalv eval_red_prior 200 red_cube -- /tmp/learn_s13/prior > /tmp/out/eval_red_prior.log 2>&1 & ;;
-      *) log "unknown prior cell $c"; continue ;;
-    esac
-    dirs+=("eval_${c}_prior")
-  done
-  wait
-  log "prior cells done"
-  tar -C /tmp/learn -cJf /tmp/out/eval_prior.tar.xz "${dirs[@]}"
+  if [ "${PRIOR_CELLS:-t1}" = all ]; then prior_cells; else
+    EXTRA="--temperature 1.0" evalv eval_t1_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_t1_prior.log 2>&1
+    log "prior t1 rc=$?"
+    tar -C /tmp/learn -cJf /tmp/out/eval_t1_prior.tar.xz eval_t1_prior
+  fi
 ) &
 STOP_S=${STOP_S:-1000} ARM=state LIKELIHOOD=0 PRIOR_TAR=${PRIOR_TAR:-/tmp/stash/prior_det05.tar.xz} \
   bash bench/results/learning_s13/arm.sh
