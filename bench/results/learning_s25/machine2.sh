@@ -15,7 +15,8 @@
 #   </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # and poll with calls back to back (never leave the machine idle 30 s) until /tmp/out/machine2.done.
 # Next session, from the stored pick (learning_s25/artifacts/README.md): the same two calls with .learn/s25/prior_pick.tar.xz
-# stashed and `PRIOR_TAR=/tmp/stash/prior_pick.tar.xz PRIOR_CELLS=all BENCH=0` before setsid.
+# stashed and `PRIOR_TAR=/tmp/stash/prior_pick.tar.xz PRIOR_CELLS=all BENCH=0` before setsid (session 26:
+# learning_s26/machine1.sh); ARM (default state) names another arm of learning_s13/arm.sh, one arm only.
 set -u
 cd /tmp/job
 mkdir -p /tmp/out
@@ -30,14 +31,14 @@ fi
   # prior such as the stored pick)
   source bench/results/drive_common.sh  # log, evalv, prior_cells
   export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8 EP=200
-  while ! grep -q "ppo state rc" /tmp/out/driver.log 2>/dev/null; do sleep 5; done
+  while ! grep -q "ppo ${ARM:-state} rc" /tmp/out/driver.log 2>/dev/null; do sleep 5; done
   if [ "${PRIOR_CELLS:-t1}" = all ]; then prior_cells; else
     EXTRA="--temperature 1.0" evalv eval_t1_prior "$EP" train -- "$LEARN_DIR/prior" > /tmp/out/eval_t1_prior.log 2>&1
     log "prior t1 rc=$?"
     tar -C /tmp/learn -cJf /tmp/out/eval_t1_prior.tar.xz eval_t1_prior
   fi
 ) &
-STOP_S=${STOP_S:-1000} ARM=state LIKELIHOOD=0 PRIOR_TAR=${PRIOR_TAR:-/tmp/stash/prior_det05.tar.xz} \
+STOP_S=${STOP_S:-1000} ARM=${ARM:-state} LIKELIHOOD=0 PRIOR_TAR=${PRIOR_TAR:-/tmp/stash/prior_det05.tar.xz} \
   bash bench/results/learning_s13/arm.sh
 wait
 touch /tmp/out/machine2.done
