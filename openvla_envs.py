@@ -52,9 +52,10 @@ import mani_skill.envs  # noqa: F401  (registers ManiSkill's tasks, the Bridge o
 import numpy as np
 import sapien
 import torch
+from mani_skill.agents.controllers.pd_ee_pose import PDEEPoseController
 from mani_skill.envs.sapien_env import BaseEnv
 from mani_skill.sensors.camera import CameraConfig
-from mani_skill.utils import sapien_utils
+from mani_skill.utils import common, sapien_utils
 from mani_skill.utils.registration import REGISTERED_ENVS, register_env
 from mani_skill.utils.scene_builder.table import TableSceneBuilder
 from mani_skill.utils.structs.pose import Pose
@@ -234,6 +235,51 @@ PROGRESS_WEIGHTS = (0.1, 0.2)  # `progress` reward: gripper -> object, object ->
 # ----------------------------------------------------------------------------------------------------
 # The task
 # ----------------------------------------------------------------------------------------------------
+# Speed (issue 13). A camera-less CPU-physics step of the task took ~3.4 ms on one core, most of it ManiSkill's
+# arithmetic on 1-element torch tensors (~1 us per op), not physics (~0.35 ms): the arm controller's pose algebra
+# (~1.9 ms) and the grasp test (~0.7 ms). `_ArmController` and `OpenVLATabletopEnv._is_grasping` skip work that
+# ManiSkill repeats or discards, with the same float operations on what is kept (~2.3 ms), so every observation,
+# reward, info and joint target stays the same bit for bit (tests/test_envs.py compares with ManiSkill's own code).
+class _ArmController(PDEEPoseController):
+    """ManiSkill's end-effector pose controller (our `pd_ee_delta_pose` arm), reading the end effector's pose in the
+    robot's base frame (`ee_pose_at_base` = root pose^-1 * EE pose, ~0.37 ms on the CPU) once per action: ManiSkill
+    3.0's `set_action` computes it twice from one state (the start of the target pose, then `compute_ik`'s
+    `current_pose`, which the CPU IK ignores), and nothing steps in between. On the CPU it also keeps the root pose's
+    inverse while the root pose keeps its bits (the Panda's base is fixed: always, after the first step)."""
+
+    _held: Pose | None = None  # the pose read at the start of the `set_action` under way
+    _root: torch.Tensor | None = None  # the root's raw pose (1, 7) whose inverse `_to_base` is
+    _to_base: Pose | None = None
+
+    @property
+    def ee_pose_at_base(self) -> Pose:
+        return self._read_ee_pose_at_base() if self._held is None else self._held
+
+    def set_action(self, action: torch.Tensor) -> None:
+        self._held = self._read_ee_pose_at_base()
+        try:
+            super().set_action(action)
+        finally:
+            self._held = None
+
+    def _read_ee_pose_at_base(self) -> Pose:
+        if self.scene.gpu_sim_enabled:  # comparing the root pose would sync with the GPU
+            return super().ee_pose_at_base
+        root = self.root_link.pose
+        bits = root.raw_pose.view(torch.int32)  # compared bit for bit (0.0 == -0.0 would not do)
+        if self._root is None or not torch.equal(bits, self._root.view(torch.int32)):
+            self._root, self._to_base = root.raw_pose, root.inv()
+        return self._to_base * self.ee_pose
+
+
+def _y_axis(q: torch.Tensor) -> torch.Tensor:
+    """(N, 4) quaternions (wxyz) -> (N, 3) column 1 of their rotation matrices: ManiSkill's `quaternion_to_matrix`
+    restricted to that column, term for term (the same float operations, so the same bits), a third of its work."""
+    r, i, j, k = torch.unbind(q, -1)
+    two_s = 2.0 / (q * q).sum(-1)
+    return torch.stack((two_s * (i * j - k * r), 1 - two_s * (i * i + k * k), two_s * (j * k + i * r)), -1)
+
+
 @register_env(TABLETOP_ENV_ID)  # no max_episode_steps: no TimeLimit, the vector env counts steps
 class OpenVLATabletopEnv(BaseEnv):
     """Put an object (a coloured cube in `train`) on one of the receptacles (see the module docstring).
@@ -300,6 +346,9 @@ class OpenVLATabletopEnv(BaseEnv):
 
     def _load_agent(self, options: dict) -> None:
         super()._load_agent(options, sapien.Pose(p=[-0.615, 0, 0]))
+        arm = getattr(self.agent.controller, "controllers", {}).get("arm")
+        if type(arm) is PDEEPoseController:  # the agent builds its controllers itself: give ours their class
+            arm.__class__ = _ArmController
 
     def _load_lighting(self, options: dict) -> None:
         self.scene.set_ambient_light(list(self.ambient))
@@ -431,7 +480,7 @@ class OpenVLATabletopEnv(BaseEnv):
 
     def step(self, action: Any) -> tuple:
         if self.cube_move_step is not None:
-            move = (self.elapsed_steps == self.cube_move_step) & ~self.agent.is_grasping(self.cube)
+            move = (self.elapsed_steps == self.cube_move_step) & ~self._is_grasping(self.cube)
             if move.any():  # teleport the cube (execution variant): the policy must notice and re-plan
                 p = torch.where(move[:, None], self._moved_pos, self.cube.pose.p)
                 self.cube.set_pose(Pose.create_from_pq(p, self.cube.pose.q))
@@ -487,18 +536,34 @@ class OpenVLATabletopEnv(BaseEnv):
         """(N, 3) where the object's centre rests once placed on the middle of the instructed receptacle."""
         return self._target_top()[0] + torch.tensor([0.0, 0.0, self.shape.half[2]], device=self.device)
 
-    def _on(self, actor: Any, receptacle: Receptacle) -> torch.Tensor:
-        """(N,) the cube rests on `actor`'s top surface: its centre over the success square, at resting height."""
-        d = self.cube.pose.p - actor.pose.p
+    def _on(self, cube: torch.Tensor, actor: Any, receptacle: Receptacle) -> torch.Tensor:
+        """(N,) the cube, centred at `cube` (N, 3), rests on `actor`'s top surface: its centre over the success square,
+        at resting height."""
+        d = cube - actor.pose.p
         return (d[:, :2].abs() <= receptacle.half).all(1) & ((d[:, 2] - receptacle.top - self.shape.half[2]).abs() < 0.01)
 
+    def _is_grasping(self, actor: Any) -> torch.Tensor:
+        """(N,) `self.agent.is_grasping(actor)`, ManiSkill's Panda test (each finger pushes on `actor` with >= 0.5 N,
+        within 85 degrees of its opening direction), the same bits for less work: the angles are skipped while no
+        env has two pushing fingers (most steps; ~0.1 of ~0.5 ms), and the opening directions come from `_y_axis`,
+        where ManiSkill builds both fingers' 4x4 pose matrices for one column each."""
+        left, right = self.agent.finger1_link, self.agent.finger2_link
+        forces = [self.scene.get_pairwise_contact_forces(link, actor) for link in (left, right)]  # (N, 3) each
+        grasping = (torch.linalg.norm(forces[0], axis=1) >= 0.5) & (torch.linalg.norm(forces[1], axis=1) >= 0.5)
+        if grasping.device.type == "cpu" and not grasping.any():  # the angles cannot matter (a GPU would sync here)
+            return grasping
+        for opening, force in ((_y_axis(left.pose.q), forces[0]), (-_y_axis(right.pose.q), forces[1])):
+            grasping &= torch.rad2deg(common.compute_angle_between(opening, force)) <= 85
+        return grasping
+
     def evaluate(self) -> dict[str, torch.Tensor]:
-        on_target = self._on(self.target_actor, self.target_receptacle)
+        cube = self.cube.pose.p
+        on_target = self._on(cube, self.target_actor, self.target_receptacle)
         on_other = torch.zeros_like(on_target)  # on a receptacle the instruction did not name
         for kind, actor in zip(self.receptacle_kinds, self.receptacles, strict=True):
             if actor is not self.target_actor:
-                on_other |= self._on(actor, RECEPTACLES[kind])
-        is_grasped = self.agent.is_grasping(self.cube)
+                on_other |= self._on(cube, actor, RECEPTACLES[kind])
+        is_grasped = self._is_grasping(self.cube)
         placed = ~is_grasped & (torch.linalg.norm(self.cube.linear_velocity, dim=1) < 0.05)  # released, at rest
         return {"success": on_target & placed, "wrong_receptacle": on_other & placed, "on_target": on_target,
                 "is_grasped": is_grasped}
@@ -508,10 +573,10 @@ class OpenVLATabletopEnv(BaseEnv):
         in every observation's "extra", read only by a critic on the state (`VecEnv` with `state_obs`); the
         policy sees the image alone."""
         goal = self._goal()
-        tcp, cube = self.agent.tcp_pose.p, self.cube.pose.p
-        return {"tcp_pose": self.agent.tcp_pose.raw_pose, "is_grasped": info["is_grasped"].float()[:, None],
-                "obj_pose": self.cube.pose.raw_pose, "goal_pos": goal, "tcp_to_obj_pos": cube - tcp,
-                "obj_to_goal_pos": goal - cube}
+        tcp, cube = self.agent.tcp_pose, self.cube.pose  # each read once: a read builds a new Pose (~16 us)
+        return {"tcp_pose": tcp.raw_pose, "is_grasped": info["is_grasped"].float()[:, None],
+                "obj_pose": cube.raw_pose, "goal_pos": goal, "tcp_to_obj_pos": cube.p - tcp.p,
+                "obj_to_goal_pos": goal - cube.p}
 
     def compute_dense_reward(self, obs: Any, action: torch.Tensor, info: dict) -> torch.Tensor:
         self._grasp_streak = torch.where(info["is_grasped"], self._grasp_streak + 1, 0)
@@ -547,7 +612,7 @@ class OpenVLATabletopEnv(BaseEnv):
         decoy's centre; calling twice for one state (label, then executed action) is harmless."""
         tcp, cube = self.agent.tcp_pose, self.cube.pose
         top, _ = self._target_top()
-        grasped = self.agent.is_grasping(self.cube)
+        grasped = self._is_grasping(self.cube)
         if detour_prob > 0:
             decoy = self._decoy_top()
             detour = (self._detour_u < detour_prob) & ~self._detour_done

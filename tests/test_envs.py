@@ -574,3 +574,42 @@ def test_expert_noise_is_seeded():
     env.reset(seed=SEED)
     clean = u.expert_action()
     assert torch.equal(draws[0], draws[1]) and not torch.allclose(draws[0][:1], clean)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Speed (issue 13): the task's fast paths change no bit of a step
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, seeds, steps", [("train", (SEED, SEED + 1), 50), ("cube_moved", (SEED,), 20)])
+def test_fast_paths_step_as_maniskills_code_bit_for_bit(name, seeds, steps):
+    """`_ArmController` (the end effector's base-frame pose read once per action, the root's inverse kept) and
+    `_is_grasping` (the fingers' opening directions from their quaternions; no angles without two pushing fingers)
+    against a twin env that runs ManiSkill's own controller and `Panda.is_grasping`: the same seeds and actions (the
+    expert's, with random rotations mixed in for the controller's rotation path) give the same observations (state:
+    qpos, qvel and `_get_obs_extra`), rewards (`progress`), infos and joint targets, bit for bit, across a reset, on
+    steps with and without the fingers pushing on the cube. `cube_moved` also checks the move's grasp test."""
+    from mani_skill.agents.controllers.pd_ee_pose import PDEEPoseController
+
+    fast, slow = (single(name, obs_mode="state", reward_mode="dense", progress_reward=True) for _ in range(2))
+    arms = [env.unwrapped.agent.controller.controllers["arm"] for env in (fast, slow)]
+    assert type(arms[0]) is type(arms[1]) is oe._ArmController
+    arms[1].__class__ = PDEEPoseController  # the slow twin: ManiSkill's code
+    slow.unwrapped._is_grasping = slow.unwrapped.agent.is_grasping
+    rng = np.random.default_rng(0)
+    grasped = []
+    for seed in seeds:
+        outs = [env.reset(seed=seed) for env in (fast, slow)]
+        assert torch.equal(outs[0][0], outs[1][0])
+        for t in range(steps):
+            action = fast.unwrapped.expert_action(noise=0.1)
+            if t % 4 == 1:
+                action[:, 3:6] = torch.as_tensor(rng.uniform(-1, 1, (1, 3)), dtype=torch.float32)
+            slow.unwrapped.expert_action(noise=0.1)  # the same draws from its noise stream
+            (obs, reward, _, _, info), (obs_s, reward_s, _, _, info_s) = (env.step(action.clone()) for env in (fast, slow))
+            assert torch.equal(obs, obs_s) and torch.equal(reward, reward_s), (seed, t)
+            assert info.keys() == info_s.keys() and all(torch.equal(info[k], info_s[k]) for k in info), (seed, t)
+            assert torch.equal(arms[0]._target_qpos, arms[1]._target_qpos), (seed, t)
+            grasped.append(info["is_grasped"].item())
+    assert arms[0]._root is not None  # the kept inverse was used
+    assert any(grasped) and not all(grasped)  # both branches of `_is_grasping`
+    fast.close()
+    slow.close()
