@@ -12,5 +12,7 @@
 #     </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) bash bench/results/learning_s26/collect.sh machine2.done  (repeat until it says DONE; it copies /tmp/out to $OUT)
 # ARM=lmstate (the towers frozen: the blog's setting) runs the controlled twin the same way (machine 2).
+# Ran in session 26 (22 min held): the pick 0.32 / plate 0.135 / red 0.26; the arm at 120 iterations 0.35 / 0.265 (p =
+# 0.0017) / 0.235 (BENCHMARKS.md section 4, session 26).
 PRIOR_TAR=/tmp/stash/prior_pick.tar.xz PRIOR_CELLS=all BENCH=0 ARM=${ARM:-state} \
   exec bash /tmp/job/bench/results/learning_s25/machine2.sh

@@ -11,6 +11,8 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (setsid bash /tmp/job/bench/results/learning_s26/machine2.sh \
 #     </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) bash bench/results/learning_s26/collect.sh machine2.done  (repeat until DONE)
+# Ran in session 26 (~25 min held; SIGTERM at iteration 292): `train` 0.52 (p = 7e-5), plate 0.30, red cube 0.405
+# (BENCHMARKS.md section 4, session 26); the run, resumable, is in git history (artifacts/README.md).
 PRIOR_TAR=/tmp/stash/prior_pick.tar.xz RUN_TAR=/tmp/stash/run_state_last.tar.xz ARM_TAG=state \
   ARM_FLAGS="--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3" \
   ARM_EVALS="key t1 sib" ARM_ITERS=${ARM_ITERS:-320} STOP_S=${STOP_S:-1080} EVAL_ENVS=8 \

@@ -10,6 +10,8 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && bash /tmp/job/bench/results/learning_s26/machine3.sh && cp /tmp/out/* $OUT/
 # (it292_eval.tar.xz: the checkpoint's adapter, towers, value head and metadata, no optimizer, from
 # machine 2's run_state_last.tar.xz.)
+# Ran in session 26 (~8 min held, EVAL_S=470): ~400 env steps/s in all, 5 of the 16 variants finished for both
+# checkpoints (BENCHMARKS.md section 4, session 26).
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv
 export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8
 mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf /tmp/stash/prior_pick.tar.xz && tar -C "$LEARN_DIR" -xJf /tmp/stash/it292_eval.tar.xz
