@@ -17,7 +17,7 @@
 #                                     # demos, --state-aux-coef 0.3, cosine with hold 2000 of 5000, picked at step
 #                                     # 3000 by learning_s25/pick.py) and RL_ARGS="--critic state
 #                                     # --value-learning-rate 1e-3 --train-vision --vision-learning-rate 1e-5"
-#                                     # LR=1e-4 ITERS=292 (learning_s13/arm.sh's `state` arm)
+#                                     # LR=1e-4 ENVS=24, 120 iterations resumed to 292 (learning_s13/arm.sh's `state` arm, learning_s17/resume.sh)
 #   bash bench/learning.sh ppo        # PPO on `train` from the prior, 120 x 24 x 80 = 230 k env steps
 #   bash bench/learning.sh grpo       # GRPO, the same budget                 (-> $LEARN_DIR/grpo/<run>)
 #   bash bench/learning.sh reinforce  # REINFORCE, the same budget            (-> $LEARN_DIR/reinforce/<run>)
