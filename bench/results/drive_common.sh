@@ -36,7 +36,7 @@ pack_run() {  # algo tag: pack the newest run of that tag and print its last che
 }
 arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU ($ARM_ENVS envs (24), LoRA lr $ARM_LR, $ARM_ITERS
   # iterations (400) or the driver's SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes
-  # per cell, the cells in $ARM_EVALS (default all three): key (`train` greedy), t1 (`train` sampled, T = 1), sib (the
+  # per cell, the cells in $ARM_EVALS (default all three; ARM_EVALS=none: no evaluation): key (`train` greedy), t1 (`train` sampled, T = 1), sib (the
   # siblings greedy), plate (`unseen_target` alone, greedy) -> /tmp/out/eval_<tag>.tar.xz
   local gpu=$1 algo=$2 tag=$3 extra=${4:-} cells=${ARM_EVALS:-key t1 sib}
   export CUDA_VISIBLE_DEVICES=$gpu
@@ -50,12 +50,13 @@ arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU ($ARM_ENVS envs 
       t1) EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 & ;;
       sib) evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 & ;;
       plate) evalv "eval_plate_$tag" "$EP" unseen_target -- "$last" > "/tmp/out/eval_plate_$tag.log" 2>&1 & ;;
+      none) continue ;;
       *) log "unknown evaluation cell $c"; continue ;;
     esac
     dirs+=("eval_${c}_$tag")
   done
   wait; log "evals $tag done"
-  tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "${dirs[@]}"
+  [ ${#dirs[@]} -eq 0 ] || tar -C /tmp/learn -cJf "/tmp/out/eval_$tag.tar.xz" "${dirs[@]}"
 }
 ptx_demos() {  # PPO-ptx's demonstrations -> $LEARN_DIR/ptx_demos.npz: $DEMOS_PTX (64) per SFT variant ($PTX_VARIANTS,
   # default all three) on $DEMO_ENVS (32) workers, seeds from 1,000,000 and expert noise 0.1, as the prior's SFT data
