@@ -4,6 +4,8 @@ success rates, one for each other scalar asked for.
     python bench/plot_curves.py --runs runs/learning/ppo/*/ --out runs/learning/eval/ppo_curve.png
     # any other logged scalars, e.g. the update's diagnostics
     python bench/plot_curves.py --runs runs/learning/ppo/*/ --keys losses/approx_kl losses/clipfrac --out kl.png
+    # two arms resumed from one checkpoint: each against the first, iteration by iteration, after env step 961,920
+    python bench/plot_curves.py --runs control/ arm/ --paired-from 961920 --out paired.png
 """
 
 import json
@@ -33,6 +35,29 @@ class Args:
     """also draw the running mean over this many points (per-iteration success of 16-24 episodes is noisy)"""
     keys: tuple[str, ...] = KEYS
     """the scalars to draw (tensorboard tags); a run that lacks one is skipped for it"""
+    paired_from: int | None = None
+    """compare every run with the first over the env steps after this one that both logged: per scalar, the two
+    means, the mean paired difference and its standard error (iterations taken as independent), printed and stored
+    under "paired" in the JSON. Arms resumed from one checkpoint draw the same env seeds every iteration (the RL
+    scripts' numpy generator draws nothing else), so their iterations pair up layout for layout."""
+
+
+def paired(curves: dict[str, list[tuple[int, float]]], names: list[str], keys: tuple[str, ...],
+           start: int) -> dict[str, dict[str, float]]:
+    """Each run after the first against the first, per key, over the steps > `start` both logged."""
+    out = {}
+    for key in keys:
+        first = dict(curves.get(f"{names[0]}: {key}", []))
+        for name in names[1:]:
+            other = dict(curves.get(f"{name}: {key}", []))
+            steps = sorted(s for s in first.keys() & other.keys() if s > start)
+            if len(steps) < 2:
+                continue
+            a, b = np.array([first[s] for s in steps]), np.array([other[s] for s in steps])
+            out[f"{name} - {names[0]}: {key}"] = {
+                "from_step": start, "iterations": len(steps), "mean_first": float(a.mean()), "mean": float(b.mean()),
+                "difference": float((b - a).mean()), "standard_error": float((b - a).std(ddof=1) / np.sqrt(len(steps)))}
+    return out
 
 
 def main(args: Args) -> None:
@@ -74,7 +99,13 @@ def main(args: Args) -> None:
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(curves, indent=1))
+    numbers: dict = dict(curves)
+    if args.paired_from is not None:
+        numbers["paired"] = paired(curves, names, args.keys, args.paired_from)
+        for label, d in numbers["paired"].items():
+            print(f"{label}: {d['mean']:.4f} vs {d['mean_first']:.4f} over {d['iterations']} iterations, paired "
+                  f"difference {d['difference']:+.4f} +- {d['standard_error']:.4f} (standard error)")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(numbers, indent=1))
     print(f"wrote {args.out}")
 
 

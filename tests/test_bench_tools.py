@@ -40,6 +40,23 @@ def test_plot_curves_labels_and_numbers(tmp_path):
     assert list(kl) == ["PPO: losses/approx_kl"] and kl["PPO: losses/approx_kl"][0] == [100, pytest.approx(0.02)]
 
 
+def test_plot_curves_pairs_runs_step_by_step(tmp_path):
+    """--paired-from: each run against the first over the steps after it that both logged."""
+    a = _run_with_success(tmp_path / "a", [0.9, 0.5, 0.5, 0.75, 0.25])
+    b = _run_with_success(tmp_path / "b", [0.0, 0.75, 0.5, 1.0])  # no step 500: left out of the pairing
+    out = tmp_path / "p.png"
+    done = subprocess.run([sys.executable, str(ROOT / "bench/plot_curves.py"), "--runs", str(a), str(b), "--labels",
+                           "control", "arm", "--paired-from", "100", "--out", str(out)],
+                          check=True, capture_output=True, text=True)
+    d = json.loads(out.with_suffix(".json").read_text())["paired"]["arm - control: charts/success_once"]
+    # steps 200-400: control 0.5, 0.5, 0.75; arm 0.75, 0.5, 1.0; differences 0.25, 0, 0.25
+    assert d["iterations"] == 3 and d["from_step"] == 100
+    assert d["mean_first"] == pytest.approx(1.75 / 3) and d["mean"] == pytest.approx(2.25 / 3)
+    assert d["difference"] == pytest.approx(0.5 / 3)
+    assert d["standard_error"] == pytest.approx(torch.tensor([0.25, 0.0, 0.25]).std().item() / 3**0.5)
+    assert "arm - control: charts/success_once: 0.7500 vs 0.5833 over 3 iterations" in done.stdout
+
+
 def test_plot_curves_rejects_a_label_count_mismatch(tmp_path):
     a = _run_with_success(tmp_path / "a", [0.0, 1.0])
     cmd = [sys.executable, str(ROOT / "bench/plot_curves.py"), "--runs", str(a), "--labels", "PPO", "GRPO",
