@@ -36,8 +36,8 @@ pack_run() {  # algo tag: pack the newest run of that tag and print its last che
 }
 arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU ($ARM_ENVS envs (24), LoRA lr $ARM_LR, $ARM_ITERS
   # iterations (400) or the driver's SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes
-  # per cell, the cells in $ARM_EVALS (default all three; ARM_EVALS=none: no evaluation): key (`train` greedy), t1 (`train` sampled, T = 1), sib (the
-  # siblings greedy), plate (`unseen_target` alone, greedy) -> /tmp/out/eval_<tag>.tar.xz
+  # per cell, the cells in $ARM_EVALS (default all three; `none`: no evaluation): key (`train` greedy), t1 (`train`
+  # sampled, T = 1), sib (the siblings greedy), plate (`unseen_target` alone, greedy) -> /tmp/out/eval_<tag>.tar.xz
   local gpu=$1 algo=$2 tag=$3 extra=${4:-} cells=${ARM_EVALS:-key t1 sib}
   export CUDA_VISIBLE_DEVICES=$gpu
   TAG=$tag ENVS=${ARM_ENVS:-24} LR=${ARM_LR:-1e-4} ITERS=${ARM_ITERS:-400} SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
