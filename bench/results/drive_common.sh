@@ -1,7 +1,8 @@
 # What the session drivers (learning_s*/ and speed_s*/ drive.sh) share, sourced by them on the GPU machine: the
 # working tree copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into
 # $LEARN_DIR=/tmp/learn, a timestamped log (/tmp/out/driver.log), `tp` (bench/throughput.py), `evalv`
-# (eval_generalization.py on the test seeds), `pack_run`, `arm`, `pack_prior`, `prior_cells`, `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
+# (eval_generalization.py on the test seeds), `rl4vla_others`, `pack_run`, `arm`, `pack_prior`, `prior_cells`,
+# `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -19,6 +20,23 @@ evalv() {  # out-dir episodes variants... -- checkpoints... [extra flags in $EXT
   local out=$1 ep=$2; shift 2; local variants=(); while [ "$1" != -- ]; do variants+=("$1"); shift; done; shift
   python3 eval_generalization.py --checkpoints "$@" --unnorm-key sft_tabletop --variants "${variants[@]}" \
     --episodes "$ep" --num-envs "${EVAL_ENVS:-20}" --videos-per-variant 0 --output-dir "/tmp/learn/$out" ${EXTRA:-}
+}
+rl4vla_others() {  # seconds checkpoints...: RL4VLA's 16 test variants other than `train` (openvla_envs.SUITES
+  # ["rl4vla"]), 100 greedy episodes each, in four evaluation processes of $EVAL_ENVS env workers at once ->
+  # /tmp/learn/eval_other_{0..3}; each process is cut after `seconds`: the (checkpoint, variant) cells finished by then
+  # are kept (a file each, which a later call with the same directories does not re-run)
+  local seconds=$1; shift
+  local groups=("unseen_instructions unseen_table unseen_position multi_object_seen"
+                "unseen_objects dynamic_texture_weak unseen_robot_init_pose multi_object_unseen"
+                "unseen_receptacles dynamic_noise_weak object_reposition distractive_receptacle"
+                "similar_to_training dynamic_texture_strong dynamic_noise_strong multi_receptacle_unseen")
+  local i=0 g
+  for g in "${groups[@]}"; do
+    timeout "$seconds" bash -c "source bench/results/drive_common.sh; evalv eval_other_$i 100 $g -- $*" \
+      > "/tmp/out/eval_other_$i.log" 2>&1 &
+    i=$((i + 1))
+  done
+  wait
 }
 pack_run() {  # algo tag: pack the newest run of that tag and print its last checkpoint. The device hands back
   # files of at most 16 MiB: /tmp/out/run_<tag>_last.tar.xz holds the last checkpoint whole (optimizer, RNG,

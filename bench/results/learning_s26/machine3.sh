@@ -12,22 +12,13 @@
 # machine 2's run_state_last.tar.xz.)
 # Ran in session 26 (~8 min held, EVAL_S=470): ~400 env steps/s in all, 5 of the 16 variants finished for both
 # checkpoints (BENCHMARKS.md section 4, session 26).
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, rl4vla_others
 export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8
 mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf /tmp/stash/prior_pick.tar.xz && tar -C "$LEARN_DIR" -xJf /tmp/stash/it292_eval.tar.xz
 ckpt=$(ls -d "$LEARN_DIR"/ppo/train__ppo_state__*/checkpoints/iter_000292)
 log "start $ckpt"
-groups=("unseen_instructions unseen_table unseen_position multi_object_seen"
-        "unseen_objects dynamic_texture_weak unseen_robot_init_pose multi_object_unseen"
-        "unseen_receptacles dynamic_noise_weak object_reposition distractive_receptacle"
-        "similar_to_training dynamic_texture_strong dynamic_noise_strong multi_receptacle_unseen")
-i=0; for g in "${groups[@]}"; do
-  # shellcheck disable=SC2086
-  timeout "${EVAL_S:-480}" bash -c "source bench/results/drive_common.sh; evalv eval_other_$i 100 $g -- $LEARN_DIR/prior $ckpt" \
-    > "/tmp/out/eval_other_$i.log" 2>&1 &
-  i=$((i + 1))
-done
-wait; log "evals ended"
+rl4vla_others "${EVAL_S:-480}" "$LEARN_DIR/prior" "$ckpt"
+log "evals ended"
 tar -C /tmp/learn -cJf /tmp/out/eval_other.tar.xz eval_other_0 eval_other_1 eval_other_2 eval_other_3
 tar -C /tmp/out -cf /tmp/out/other_logs.tar driver.log eval_other_0.log eval_other_1.log eval_other_2.log eval_other_3.log
 rm -f /tmp/out/*.log

@@ -16,7 +16,7 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (setsid bash /tmp/job/bench/results/learning_s27/machineB.sh \
 #     </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineB.done  (repeat until DONE)
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, rl4vla_others
 ls /tmp/stash/prior_pick.tar.xz /tmp/stash/run_state_last.tar.xz /tmp/stash/s26_other_cells.tar \
   || { log "stash missing"; touch /tmp/out/machineB.done; exit 3; }
 export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8  # the run's own --vla-path is /tmp/learn_s13/prior
@@ -30,17 +30,7 @@ for cell in "key train" "plate unseen_target" "red red_cube"; do
 done
 wait; log "test cells done"
 tar -C /tmp/learn -cJf /tmp/out/eval_state501.tar.xz eval_key_state501 eval_plate_state501 eval_red_state501
-left=$(( ${DEADLINE_S:-1500} - ($(date +%s) - start) ))
-groups=("unseen_instructions unseen_table unseen_position multi_object_seen"
-        "unseen_objects dynamic_texture_weak unseen_robot_init_pose multi_object_unseen"
-        "unseen_receptacles dynamic_noise_weak object_reposition distractive_receptacle"
-        "similar_to_training dynamic_texture_strong dynamic_noise_strong multi_receptacle_unseen")
-i=0; for g in "${groups[@]}"; do
-  # shellcheck disable=SC2086
-  timeout "$left" bash -c "source bench/results/drive_common.sh; evalv eval_other_$i 100 $g -- $LEARN_DIR/prior $ckpt" \
-    > "/tmp/out/eval_other_$i.log" 2>&1 &
-  i=$((i + 1))
-done
-wait; log "variants ended"
+rl4vla_others $(( ${DEADLINE_S:-1500} - ($(date +%s) - start) )) "$LEARN_DIR/prior" "$ckpt"
+log "variants ended"
 tar -C /tmp/learn -cJf /tmp/out/eval_other501.tar.xz eval_other_0 eval_other_1 eval_other_2 eval_other_3
 touch /tmp/out/machineB.done
