@@ -10,6 +10,10 @@
 # climbs about twice as fast per iteration, i.e. as fast per env step (the curves are logged against env steps); if
 # something else holds it (what the small model can resolve, the critic), state48 gains per iteration what the
 # control gains, i.e. half as much per env step. Not paired (48 envs draw other seeds than 24).
+# As run (2026-11-24): side by side, both arms died at start-up: 72 env workers rendering on one GPU exhausted its
+# channel ids (dmesg: "Failed to allocate Channel ID on heap", SAPIEN: "CUDA error ... out of memory"); 48 workers
+# (session 27's two 24-env arms) work. So this machine ran state48 alone (SOLO=1 below, 9.2 s per iteration, 79
+# iterations to 1.425 M env steps before SIGTERM), and machine B runs the control alone to the same env step.
 # Calls back to back, never idle 30 s:
 # (a) carry [".learn/s25/prior_pick.tar.xz", ".learn/s27/run_state_it584.tar.xz"]:
 #     mkdir -p /tmp/stash && cp .learn/s25/prior_pick.tar.xz .learn/s27/run_state_it584.tar.xz /tmp/stash/
@@ -24,10 +28,10 @@ mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf /tmp/stash/prior_pick.tar.xz &
 run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_state__*/); run=${run%/}
 run48=${run/ppo_state__/ppo_state48__}
 cp -r "$run" "$run48"
-log "resume $run and $run48 side by side"
+log "resume $run48 (and $run unless SOLO=1)"
 export ARM_EVALS=none ARM_ITERS=2000 STOP_S=${STOP_S:-1380}
 FLAGS="--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3 --env-parts 2"
-arm 0 ppo state "$FLAGS --resume $run" &
+[ "${SOLO:-1}" = 1 ] || arm 0 ppo state "$FLAGS --resume $run" &
 ARM_ENVS=48 arm 0 ppo state48 "$FLAGS --resume $run48" &
 stop_and_wait
 log DONE
