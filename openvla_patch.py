@@ -50,10 +50,10 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -424,6 +424,9 @@ class OpenVLAForActionPrediction(nn.Module):
         """Captured decode steps by (batch, cache length), each with its KV cache; `.clear()` frees them."""
         self.cuda_graph_error: str | None = None
         """Why capturing a decode graph failed, if it did; automatic decoding is eager from then on."""
+        self.full_graph_error: str | None = None
+        """Why capturing a whole `generate_actions` call failed, if it did; "cuda_graph_all" runs as
+        "cuda_graph_prefill" from then on (the other graphs stay)."""
         self.compiled_halves: tuple[Callable, Callable] | None = None
         """The compiled halves of a decoder layer around its KV cache, set by `compile_decoder_layers`: the rollout's
         prefill and decode steps run them (see there); None: transformers' layers, the reference."""
@@ -559,36 +562,32 @@ class OpenVLAForActionPrediction(nn.Module):
         Fix 1: the attention mask covers each row's padding in every cached step and position ids continue
         from each row's own count of real tokens, so the cached steps ignore padding too.
         Fix 3: the returned log-probs are those of the exact distribution sampled from.
-        `decode` picks how the 6 cached steps run ("Decoding the 7 action tokens" below): by default a CUDA
-        graph on a GPU with SDPA or eager attention, with the towers and prefill captured too for models under
-        PREFILL_GRAPH_MAX_PARAMETERS ("cuda_graph_prefill"), else "dynamic"; "dynamic", "static", "cuda_graph"
-        or "cuda_graph_prefill" force one (a failed capture warns once and runs eagerly, `cuda_graph_error` says
-        why). With
-        `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
+        `decode` picks how the call runs ("Decoding the 7 action tokens" below): by default CUDA graphs on a GPU
+        with SDPA or eager attention, else "dynamic". The modes, from eager to fully captured:
+        "dynamic" (transformers' DynamicCache, the reference), "static" (the graphs' code run eagerly),
+        "cuda_graph" (the 6 decode steps replayed as a graph; the default at 7B), "cuda_graph_prefill" (the towers
+        and prefill captured too; the default for models under PREFILL_GRAPH_MAX_PARAMETERS) and "cuda_graph_all"
+        (the whole call as one graph; opt-in until it is measured on a GPU). A failed capture warns once and falls back: to eager decoding
+        (`cuda_graph_error` says why) or, for "cuda_graph_all", to "cuda_graph_prefill" (`full_graph_error`).
+        With `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
         `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill and the decode
         steps run compiled halves of each layer around an eager cache write (see there).
         """
-        tokens, logprobs, all_logits = [], [], []
         with torch.compiler.set_stance("force_eager"):  # whole compiled layers eager here (a no-op unless compiled)
             decode = self._default_decode() if decode is None else decode
             decoder = self._decoder(input_ids.shape[0], input_ids.shape[1] + self.vision_backbone.num_patches, decode)
-            if decode == "cuda_graph_prefill" and isinstance(decoder, StaticCacheDecoder):
-                patches, hidden, values = decoder.prefill_graphed(input_ids, attention_mask, pixel_values)
-            else:
-                patches, hidden, values = self._prompt(decoder, input_ids, attention_mask, pixel_values)
-            for step in range(ACTION_DIM):
-                all_logits.append(self._action_logits(hidden, temperature))  # (B, 256)
-                log_probs = torch.log_softmax(all_logits[-1], dim=-1)
-                if greedy:
-                    column = log_probs.argmax(-1)
-                else:
-                    column = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
-                tokens.append(self._action_ids[column])
-                logprobs.append(log_probs.gather(-1, column[:, None]).squeeze(-1))
-                if step < ACTION_DIM - 1:
-                    hidden = decoder.step(tokens[-1])  # (B, H)
-        return ActionSample(torch.stack(tokens, 1), torch.stack(logprobs, 1), values, torch.stack(all_logits, 1),
-                            patches if return_patch_embeddings else None)
+            graphed = isinstance(decoder, StaticCacheDecoder) and decode in ("cuda_graph_prefill", "cuda_graph_all")
+            whole = None  # tokens, log-probs, values, logits, patches
+            if graphed and decode == "cuda_graph_all":  # None: a custom generator or a failed capture (see there)
+                whole = decoder.generate_graphed(input_ids, attention_mask, pixel_values, temperature, greedy,
+                                                 generator)
+            if whole is None:  # the prompt (as a graph where `graphed`, else eager), then the sampling loop
+                prompt = decoder.prefill_graphed if graphed else partial(self._prompt, decoder)
+                patches, hidden, values = prompt(input_ids, attention_mask, pixel_values)
+                tokens, logprobs, logits = self._sample_tokens(decoder.step, hidden, temperature, greedy, generator)
+                whole = tokens, logprobs, values, logits, patches
+        tokens, logprobs, values, logits, patches = whole
+        return ActionSample(tokens, logprobs, values, logits, patches if return_patch_embeddings else None)
 
     def _prompt(self, decoder, input_ids, attention_mask,
                 pixel_values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -599,10 +598,31 @@ class OpenVLAForActionPrediction(nn.Module):
         hidden = decoder.prefill(embeds, mask, position_ids)  # (B, H): last prompt token
         return patches, hidden, self._values(hidden, detach_input=True)
 
+    def _sample_tokens(self, step: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, temperature: float,
+                       greedy: bool, generator: torch.Generator | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 7 action tokens, sampled (or argmax) one at a time from the last prompt token's hidden state (B, H),
+        each fed back through `step` (a decoder's cached step: tokens (B,) -> the next hidden state (B, H)) -> the
+        tokens (B, 7), their log-probs (B, 7) and the tempered logits over the 256 action tokens (B, 7, 256)."""
+        tokens, logprobs, all_logits = [], [], []
+        for i in range(ACTION_DIM):
+            all_logits.append(self._action_logits(hidden, temperature))  # (B, 256)
+            log_probs = torch.log_softmax(all_logits[-1], dim=-1)
+            if greedy:
+                column = log_probs.argmax(-1)
+            else:
+                column = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+            tokens.append(self._action_ids[column])
+            logprobs.append(log_probs.gather(-1, column[:, None]).squeeze(-1))
+            if i < ACTION_DIM - 1:
+                hidden = step(tokens[-1])  # (B, H)
+        return torch.stack(tokens, 1), torch.stack(logprobs, 1), torch.stack(all_logits, 1)
+
     def _default_decode(self) -> str:
         """decode=None's mode: CUDA graphs on a GPU with SDPA or eager attention until a capture fails, the towers
         and prefill captured too for models under PREFILL_GRAPH_MAX_PARAMETERS (not after `compile_decoder_layers`:
-        that pairing is not yet checked on a GPU); else the eager "dynamic"."""
+        that pairing is not yet checked on a GPU), the decode steps' graph alone otherwise; else the eager
+        "dynamic". ("cuda_graph_all" is not a default yet: it has not run on a GPU.)"""
         lm = self.causal_lm
         graph_ok = (lm.config._attn_implementation in ("sdpa", "eager") and self.cuda_graph_error is None
                     and lm.get_input_embeddings().weight.device.type == "cuda")
@@ -670,8 +690,22 @@ class OpenVLAForActionPrediction(nn.Module):
 # and log-probs (H100, BENCHMARKS.md section 1, session 24). At 7B the prefill is compute-bound and its graph
 # would pin the prefill's activations (GBs) in the graph's memory pool, so 7B keeps the decode graph alone, and
 # so does a model after `compile_decoder_layers` (capturing the compiled halves' prefill is not yet checked).
+#
+# `decode="cuda_graph_all"` captures the whole call as one graph per (prompt length, greedy, temperature): `_prompt`,
+# then the sampling loop (`_sample_tokens`) with its 6 decode steps run as kernels inside the capture (a graph
+# cannot replay another graph while it is captured). With the prefill graph alone the call still cost ~6.5 ms of
+# host time on an H100 (~100 small operations of the sampling loop and 7 graph replays, launch-bound), the bound of
+# the tiny PPO loop; captured whole it is one replay and the copies of its outputs. Sampling draws from the default
+# CUDA generator inside the graph (each replay advances its offset; `_capture` puts the generator back after the
+# warm-up and capture, so a resumed run draws as an uninterrupted one): the tokens follow the eager path's
+# distribution, not its draws; greedy tokens are identical. A caller's own `generator` (sampling) runs
+# "cuda_graph_prefill" instead (keeping graphs per generator is not worth it), and so does every later call after a
+# failed capture (`full_graph_error`; the other graphs stay in use). Opt-in for now: written in session 28 and
+# tested on the CPU with the capture run eagerly, not yet run on a GPU; it becomes the small models' default once
+# `bench/throughput.py --sections tiny_rollout` has checked it there (greedy tokens equal to "cuda_graph_prefill",
+# two sampled calls drawing differently).
 
-DECODE_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph_prefill")
+DECODE_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph_prefill", "cuda_graph_all")
 PREFILL_GRAPH_MAX_PARAMETERS = 10**9
 """decode=None captures the towers and prefill too ("cuda_graph_prefill") for models with fewer parameters."""
 STATIC_CACHE_MULTIPLE = 16
@@ -680,7 +714,8 @@ STATIC_CACHE_MULTIPLE = 16
 
 def _fingerprint(model: OpenVLAForActionPrediction) -> tuple:
     """What a captured graph depends on beyond shapes: the training flag, the layers it runs (transformers' or the
-    compiled halves) and every parameter's address (the towers' and value head's too, for the prefill graph)."""
+    compiled halves) and every parameter's address (the towers' and value head's too, for the prefill and whole-call
+    graphs)."""
     return model.causal_lm.training, model.compiled_halves, tuple(p.data_ptr() for p in model.parameters())
 
 
@@ -751,20 +786,11 @@ class StaticCacheDecoder:
         self.position_ids = torch.zeros((batch, 1), dtype=torch.long, device=weight.device)  # (B, 1)
         self.key_valid = torch.ones((batch, length), dtype=torch.bool, device=weight.device)  # (B, C) not padding
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.prefill_graphs: dict[int, tuple] = {}  # by prompt length: (graph, static inputs, static outputs)
-        if cuda_graph:
-            # Warm-up on a side stream first, so lazy initialisations do not happen during capture
-            # (https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs); it writes slot 0, which every
-            # prefill overwrites.
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    self._decode_step()
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.hidden = self._decode_step()  # (B, H), overwritten by each replay
+        # (graph, static inputs, static outputs) by prompt length, and by (prompt length, greedy, temperature):
+        self.prefill_graphs: dict[int, tuple] = {}
+        self.full_graphs: dict[tuple[int, bool, float], tuple] = {}
+        if cuda_graph:  # its warm-up writes slot 0, which every prefill overwrites
+            self.graph, self.hidden = _capture(self._decode_step)  # hidden (B, H), overwritten by each replay
 
     def _decode_step(self) -> torch.Tensor:
         lm = self.model.causal_lm
@@ -791,43 +817,96 @@ class StaticCacheDecoder:
                         pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """`model._prompt` (towers, projector, prefill into this cache, value head) captured as a CUDA graph per
         prompt length on first use and replayed (decode="cuda_graph_prefill"; see the comment above) -> copies of
-        its outputs (the next replay overwrites the graph's own)."""
+        its outputs."""
+        inputs = (input_ids, attention_mask, pixel_values)
         if self.model.cuda_graph_error is not None:  # a capture failed before: the eager path is always correct
-            return self.model._prompt(self, input_ids, attention_mask, pixel_values)
-        entry = self.prefill_graphs.get(input_ids.shape[1])
-        if entry is None:
-            inputs = (input_ids.clone(), attention_mask.clone(), pixel_values.clone())
-            try:
-                stream = torch.cuda.Stream()  # warm-up first, as for the decode step
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    for _ in range(2):
-                        self.model._prompt(self, *inputs)
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    outputs = self.model._prompt(self, *inputs)
-            except Exception as err:
-                self.model.cuda_graph_error = f"{type(err).__name__}: {err}"
-                warnings.warn("openvla_patch: capturing the prefill as a CUDA graph failed "
-                              f"({self.model.cuda_graph_error}); running it eagerly from now on", stacklevel=3)
-                return self.model._prompt(self, input_ids, attention_mask, pixel_values)
-            entry = self.prefill_graphs[input_ids.shape[1]] = (graph, inputs, outputs)
-        graph, inputs, outputs = entry
-        for static, new in zip(inputs, (input_ids, attention_mask, pixel_values), strict=True):
-            static.copy_(new)
-        graph.replay()
-        return tuple(None if out is None else out.clone() for out in outputs)
+            return self.model._prompt(self, *inputs)
+        try:
+            return _replayed(self.prefill_graphs, input_ids.shape[1], partial(self.model._prompt, self), inputs)
+        except Exception as err:
+            self.model.cuda_graph_error = f"{type(err).__name__}: {err}"
+            warnings.warn("openvla_patch: capturing the prefill as a CUDA graph failed "
+                          f"({self.model.cuda_graph_error}); running it eagerly from now on", stacklevel=3)
+            return self.model._prompt(self, *inputs)
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The (B,) tokens just chosen -> hidden state (B, H) that predicts the next ones."""
+    def generate_graphed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
+                         temperature: float, greedy: bool, generator: torch.Generator | None) -> tuple | None:
+        """`whole_call` captured as one CUDA graph per (prompt length, greedy, temperature) on first use and replayed
+        (decode="cuda_graph_all"; see the comment above) -> copies of its outputs; None where it does not run, and
+        the caller runs "cuda_graph_prefill" instead: when sampling with a caller's own `generator`, or after a
+        failed capture (this one warns once and sets `model.full_graph_error`)."""
+        model = self.model
+        failed = model.full_graph_error is not None or model.cuda_graph_error is not None
+        if failed or (generator is not None and not greedy):
+            return None
+        function = partial(self.whole_call, temperature=temperature, greedy=greedy)
+        try:
+            return _replayed(self.full_graphs, (input_ids.shape[1], greedy, float(temperature)), function,
+                             (input_ids, attention_mask, pixel_values))
+        except Exception as err:  # not `cuda_graph_error`: the prefill and decode graphs are still good
+            model.full_graph_error = f"{type(err).__name__}: {err}"
+            warnings.warn("openvla_patch: capturing generate_actions as one CUDA graph failed "
+                          f'({model.full_graph_error}); running decode="cuda_graph_prefill" from now on',
+                          stacklevel=3)
+            return None
+
+    def whole_call(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
+                   temperature: float, greedy: bool) -> tuple:
+        """What decode="cuda_graph_all" captures: `generate_actions` over this cache, sampling from the default
+        generator, its decode steps run as kernels (`step(eager=True)`) -> tokens (B, 7), log-probs (B, 7), values
+        (B,) or None, logits (B, 7, 256), patch embeddings (B, P, H). Every run starts from the prefill, which
+        writes the cache's slot, the position ids and the padding mask afresh: replays do not depend on each other."""
+        patches, hidden, values = self.model._prompt(self, input_ids, attention_mask, pixel_values)
+        step = partial(self.step, eager=True)
+        tokens, logprobs, logits = self.model._sample_tokens(step, hidden, temperature, greedy, generator=None)
+        return tokens, logprobs, values, logits, patches
+
+    def step(self, tokens: torch.Tensor, eager: bool = False) -> torch.Tensor:
+        """The (B,) tokens just chosen -> hidden state (B, H) that predicts the next ones. `eager`: run the step's
+        kernels even where its graph was captured (inside another capture, which cannot replay a graph)."""
         self.tokens.copy_(tokens[:, None])
         self.position_ids += 1
         self.cache.slot += 1
-        if self.graph is None:
+        if self.graph is None or eager:
             return self._decode_step()
         self.graph.replay()
         return self.hidden
+
+
+def _capture(function: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """`function()` captured as a CUDA graph -> (the graph, the outputs that each replay overwrites). Two warm-up
+    calls on a side stream first, so that lazy initialisations do not happen during capture
+    (https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs). The default CUDA generator's state is put back
+    afterwards: warm-up and capture must not consume its stream (a graph that samples would otherwise make a run's
+    draws depend on when this process captured, and a resumed run differ from an uninterrupted one)."""
+    rng = torch.cuda.get_rng_state()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            function()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = function()
+    torch.cuda.set_rng_state(rng)
+    return graph, outputs
+
+
+def _replayed(graphs: dict, key: Hashable, function: Callable[..., tuple], inputs: tuple[torch.Tensor, ...]) -> tuple:
+    """`function(*inputs)` by replaying `graphs[key]`, captured on first use over copies of `inputs` (the graph's
+    static inputs, which each call's inputs are copied into) -> copies of its outputs (the next replay overwrites
+    the graph's own)."""
+    entry = graphs.get(key)
+    if entry is None:
+        static = tuple(x.clone() for x in inputs)
+        graph, outputs = _capture(partial(function, *static))
+        entry = graphs[key] = (graph, static, outputs)
+    graph, static, outputs = entry
+    for buffer, new in zip(static, inputs, strict=True):
+        buffer.copy_(new)
+    graph.replay()
+    return tuple(None if out is None else out.clone() for out in outputs)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -158,11 +158,12 @@ class Args:
     vision_learning_rate: float = 1e-5
     """Adam learning rate of the towers and projector with --train-vision: full fine-tuning needs a far smaller step
     than LoRA (at 5e-4 the small model collapsed; 1e-5 is the order of OpenVLA's own full-fine-tuning rate, 2e-5)"""
-    decode: Literal["auto", "dynamic", "cuda_graph", "cuda_graph_prefill"] = "auto"
+    decode: Literal["auto", "dynamic", "cuda_graph", "cuda_graph_prefill", "cuda_graph_all"] = "auto"
     """how the 6 cached action tokens are decoded: auto = replayed as a CUDA graph over a static KV cache on a
     GPU (models under 1 B parameters without --compile: the towers and prefill captured too), else eagerly;
-    dynamic = always eagerly (transformers' cache, the reference); cuda_graph / cuda_graph_prefill = force either
-    graph; see openvla_patch"""
+    dynamic = always eagerly (transformers' cache, the reference); cuda_graph (decode steps), cuda_graph_prefill
+    (+ towers and prefill), cuda_graph_all (the whole call, sampling included; not yet run on a GPU) = force one;
+    see openvla_patch"""
     reuse_patch_embeddings: bool = True
     """keep the rollout's patch embeddings for the update, which then skips the frozen vision towers (2 MiB per
     sample at 7B: 3.75 GiB for 24 x 80); off, or with --train-vision, it recomputes them from the stored images"""

@@ -36,9 +36,12 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   already on the GPU, the towers, and the whole `generate_actions`, each timed apart, then one
   `generate_actions` under `torch.profiler`: the GPU's busy time against the wall time, the kernels launched and
   the costliest CPU operators. The tiny rollout is launch-bound (~45 ms a step at 16 envs, session 20): this says
-  which part to capture or fuse next. On a GPU it also times `decode="cuda_graph"` (the decode steps' graph alone)
-  and `"cuda_graph_prefill"` (the towers and prefill captured too, the small model's default since session 24) and
-  checks one against the other: greedy tokens and patch embeddings equal, log-probs' largest difference.
+  which part to capture or fuse next. On a GPU it also times `decode="cuda_graph"` (the decode steps' graph alone),
+  `"cuda_graph_prefill"` (the towers and prefill captured too, the small model's default from session 24) and
+  `"cuda_graph_all"` (the whole call as one graph, opt-in until this check has run on a GPU), each synchronised
+  and in host time alone (until the call returns: its launches), and checks each against the one before: greedy
+  tokens and patch embeddings equal, log-probs' largest difference; and that two sampled calls of the whole-call
+  graph draw different tokens.
 * `tiny_loop`: where the host's time goes in tiny PPO's rollout step: one episode of `ppo_openvla.py`'s rollout
   loop on CPU worker envs (`--tiny-ppo-envs`' first number, the `train` task, each `--tiny-ppo-env-parts`), its
   calls made in the script's order, each call's wall time summed (ms per step) after a warm-up episode that
@@ -159,16 +162,18 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `fn()` after one warm-up call, device-synchronised."""
+def timed(fn, repeats: int, host: bool = False) -> float:
+    """Median seconds of `fn()` after one warm-up call, device-synchronised; `host`: until `fn()` returns (the host's
+    time, its launches; still synchronised after each call, so that no call waits for the one before)."""
     fn()
     sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        returned = time.perf_counter()
         sync()
-        times.append(time.perf_counter() - t)
+        times.append((returned if host else time.perf_counter()) - t)
     return statistics.median(times)
 
 
@@ -667,16 +672,23 @@ def profile_tiny_rollout(args: Args) -> dict:
         parts = {"process_images_s": timed(lambda: processor.process_images(images, torch.bfloat16), args.repeats),
                  "embed_images_s": timed(partial(model.embed_images, px), args.repeats),
                  "generate_actions_s": timed(partial(model.generate_actions, ids, mask, px), args.repeats)}
-        if DEVICE == "cuda":  # the prefill graph (the small model's default) against the decode graph alone
-            for key, d in (("generate_actions_decode_graph_s", "cuda_graph"),
-                           ("generate_actions_prefill_graph_s", "cuda_graph_prefill")):
-                parts[key] = timed(partial(model.generate_actions, ids, mask, px, decode=d), args.repeats)
-            default, graphed = (model.generate_actions(ids, mask, px, greedy=True, decode=d, return_patch_embeddings=True)
-                                for d in ("cuda_graph", "cuda_graph_prefill"))
-            parts.update(prefill_graph_error=model.cuda_graph_error,
-                         prefill_graph_tokens_equal=bool(torch.equal(default.tokens, graphed.tokens)),
-                         prefill_graph_logprob_max_dev=(default.logprobs - graphed.logprobs).abs().max().item(),
-                         prefill_graph_patches_equal=bool(torch.equal(default.patch_embeddings, graphed.patch_embeddings)))
+        if DEVICE == "cuda":  # the decode graph alone, + the towers and prefill, the whole call (the default)
+            modes = {"decode_graph": "cuda_graph", "prefill_graph": "cuda_graph_prefill", "full_graph": "cuda_graph_all"}
+            for name, d in modes.items():
+                call = partial(model.generate_actions, ids, mask, px, decode=d)
+                parts[f"generate_actions_{name}_s"] = timed(call, args.repeats)
+                parts[f"generate_actions_{name}_host_s"] = timed(call, args.repeats, host=True)
+            greedy = {name: model.generate_actions(ids, mask, px, greedy=True, decode=d, return_patch_embeddings=True)
+                      for name, d in modes.items()}
+            parts.update(prefill_graph_error=model.cuda_graph_error, full_graph_error=model.full_graph_error)
+            for name, reference in (("prefill_graph", "decode_graph"), ("full_graph", "prefill_graph")):
+                sample, ref = greedy[name], greedy[reference]
+                parts.update({f"{name}_tokens_equal": bool(torch.equal(ref.tokens, sample.tokens)),
+                              f"{name}_logprob_max_dev": (ref.logprobs - sample.logprobs).abs().max().item(),
+                              f"{name}_patches_equal": bool(torch.equal(ref.patch_embeddings, sample.patch_embeddings))})
+            # each replay of the whole-call graph must draw anew (the generator's offset advances per replay)
+            first, second = (model.generate_actions(ids, mask, px, decode="cuda_graph_all").tokens for _ in range(2))
+            parts["full_graph_sampled_calls_differ"] = not torch.equal(first, second)
         activities = [torch.profiler.ProfilerActivity.CPU]
         if DEVICE == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)

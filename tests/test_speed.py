@@ -1,5 +1,6 @@
 """openvla_patch.py speed paths (issue 13) against their references, on the CPU:
-reused patch embeddings == recomputed vision; static-KV-cache decoding == DynamicCache decoding;
+reused patch embeddings == recomputed vision; static-KV-cache decoding == DynamicCache decoding, and the
+whole-call graph's code (decode="cuda_graph_all", run eagerly) == static-KV-cache decoding;
 LoRA computing in bf16 over fp32 master weights, identically in rollout and update; compiled decoder
 layers (the update) and compiled layer halves (the rollout's prefill and decode steps) == eager ones."""
 
@@ -7,7 +8,9 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,8 +107,104 @@ def test_decode_modes_are_checked(tiny_fp32):
         model.generate_actions(ids, mask, px, decode="graph")
     with pytest.raises(OpenVLAError, match="CUDA device"):
         model.generate_actions(ids, mask, px, decode="cuda_graph")
-    with pytest.raises(OpenVLAError, match='"cuda_graph_prefill" needs the model on a CUDA device'):
-        model.generate_actions(ids, mask, px, decode="cuda_graph_prefill")
+    for decode in ("cuda_graph_prefill", "cuda_graph_all"):
+        with pytest.raises(OpenVLAError, match=f'"{decode}" needs the model on a CUDA device'):
+            model.generate_actions(ids, mask, px, decode=decode)
+
+
+def test_default_decode(tiny_fp32, monkeypatch):
+    """decode=None: eager on the CPU; on a GPU the towers and prefill captured too for a small model (not yet the whole
+    call: "cuda_graph_all" is opt-in until measured on a GPU), the decode steps' graph alone for a large one or after
+    compile_decoder_layers, eager again once a capture failed."""
+    model, _ = tiny_fp32
+    assert model._default_decode() == "dynamic"
+    on_gpu = SimpleNamespace(weight=SimpleNamespace(device=torch.device("cuda")))
+    monkeypatch.setitem(vars(model.causal_lm), "get_input_embeddings", lambda: on_gpu)
+    assert model._default_decode() == "cuda_graph_prefill"
+    monkeypatch.setattr(model, "compiled_halves", (None, None))
+    assert model._default_decode() == "cuda_graph"
+    monkeypatch.setattr(model, "compiled_halves", None)
+    monkeypatch.setattr(ovp, "PREFILL_GRAPH_MAX_PARAMETERS", 0)
+    assert model._default_decode() == "cuda_graph"
+    monkeypatch.setattr(model, "cuda_graph_error", "RuntimeError: capture failed")
+    assert model._default_decode() == "dynamic"
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_whole_call_equals_static_decode(tiny_dir, greedy):
+    """What decode="cuda_graph_all" captures (`StaticCacheDecoder.whole_call`), run eagerly on a padded batch in fp32:
+    exactly the "static" path's tokens, log-probs, logits, values and patch embeddings; sampling from the default
+    generator, it draws the same tokens from the same seed."""
+    model, processor = _lora_model(tiny_dir)
+    ids, mask, px = processor(random_images(3, seed=9), INSTRUCTIONS)
+    torch.manual_seed(1)
+    ref = model.generate_actions(ids, mask, px, temperature=1.3, greedy=greedy, decode="static",
+                                 return_patch_embeddings=True)
+    decoder = model._decoder(3, ids.shape[1] + model.vision_backbone.num_patches, "static")
+    decoder.graph = SimpleNamespace(replay=lambda: pytest.fail("a graph cannot replay the decode graph it captures"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        outputs = decoder.whole_call(ids, mask, px, temperature=1.3, greedy=greedy)
+    for name, out in zip(("tokens", "logprobs", "values", "logits", "patch_embeddings"), outputs, strict=True):
+        assert torch.equal(out, getattr(ref, name)), name
+
+
+def _eager_capture(function):
+    """`openvla_patch._capture` without a GPU: the "graph" runs `function` again and writes its results into the
+    first run's outputs, as a replay overwrites the graph's own."""
+    outputs = function()
+
+    def replay():
+        for out, new in zip(outputs, function(), strict=True):
+            if out is not None:
+                out.copy_(new)
+
+    return SimpleNamespace(replay=replay), outputs
+
+
+def test_whole_call_graph_replays_and_falls_back(tiny_dir, monkeypatch):
+    """decode="cuda_graph_all" on the CPU with `_capture` replaced by eager runs: one graph per prompt length (and
+    greedy, temperature), each call's inputs copied into its static ones, greedy results those of "static"; sampling
+    with a caller's generator, or after a failed capture (warned once, `full_graph_error` set, `cuda_graph_error`
+    not), it runs "cuda_graph_prefill" instead."""
+    model, processor = _lora_model(tiny_dir)
+    batches = [processor(random_images(2, seed=10), INSTRUCTIONS[1:]), processor(random_images(2, seed=11), INSTRUCTIONS[:2]),
+               processor(random_images(2, seed=12), INSTRUCTIONS[1:])]  # the first prompt length again, other images
+    refs = [model.generate_actions(*b, greedy=True, decode="static", return_patch_embeddings=True) for b in batches]
+    shared = StaticCacheDecoder(model, batch=2, length=1 + 256 + batches[0][0].shape[1] + 16, cuda_graph=False)
+    monkeypatch.setattr(model, "_decoder", lambda *args: shared)
+    monkeypatch.setattr(ovp, "_capture", _eager_capture)
+    for batch, ref in zip(batches * 2, refs * 2, strict=True):
+        sample = model.generate_actions(*batch, greedy=True, decode="cuda_graph_all", return_patch_embeddings=True)
+        assert torch.equal(sample.tokens, ref.tokens)
+        assert torch.allclose(sample.logprobs, ref.logprobs, atol=1e-6, rtol=0)
+        assert torch.equal(sample.values, ref.values) and torch.equal(sample.patch_embeddings, ref.patch_embeddings)
+    assert set(shared.full_graphs) == {(b[0].shape[1], True, 1.0) for b in batches} and not shared.prefill_graphs
+
+    seeded = [model.generate_actions(*batches[0], decode=decode, generator=torch.Generator().manual_seed(0))
+              for decode in ("static", "cuda_graph_all")]
+    assert torch.equal(seeded[1].tokens, seeded[0].tokens) and list(shared.prefill_graphs) == [batches[0][0].shape[1]]
+
+    captures = []
+
+    def failing_once(function):
+        captures.append(function)
+        if len(captures) == 1:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return _eager_capture(function)
+
+    monkeypatch.setattr(ovp, "_capture", failing_once)
+    shared.full_graphs.clear()
+    shared.prefill_graphs.clear()
+    with pytest.warns(UserWarning, match="generate_actions as one CUDA graph failed"):
+        sample = model.generate_actions(*batches[1], greedy=True, decode="cuda_graph_all")
+    assert model.full_graph_error == "RuntimeError: operation not permitted when stream is capturing"
+    assert model.cuda_graph_error is None and not shared.full_graphs and len(shared.prefill_graphs) == 1
+    assert torch.equal(sample.tokens, refs[1].tokens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once; no capture tried again
+        assert torch.equal(model.generate_actions(*batches[1], greedy=True, decode="cuda_graph_all").tokens, refs[1].tokens)
+    assert len(captures) == 2
 
 
 # --- LoRA at base speed --------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 # working tree copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into
 # $LEARN_DIR=/tmp/learn, a timestamped log (/tmp/out/driver.log), `tp` (bench/throughput.py), `evalv`
 # (eval_generalization.py on the test seeds), `rl4vla_others`, `pack_run`, `arm`, `pack_prior`, `prior_cells`,
-# `unpack_prior_same`, `ptx_demos` and `stop_and_wait`.
+# `unpack_prior_same`, `ptx_demos`, `stop_and_wait`, `unstash`, `state_run` and
+# `twin_run`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -106,4 +107,21 @@ prior_cells() {  # the cells every arm is compared with, for $LEARN_DIR/prior: $
 unpack_prior_same() {  # session 9's prior `same` (carried as .learn/s9/prior_same.tar.xz) -> $LEARN_DIR/prior
   mkdir -p "$LEARN_DIR"
   tar -C "$LEARN_DIR" -xJf .learn/s9/prior_same.tar.xz
+}
+unstash() {  # marker tarball...: the tarballs a driver's first call stashed in /tmp/stash, unpacked into
+  # $LEARN_DIR=/tmp/learn_s13 (the pick prior's runs have --vla-path /tmp/learn_s13/prior); a missing one ends the
+  # driver (exit 3, the marker /tmp/out/<marker> touched so that the poll stops)
+  local marker=$1 t; shift
+  for t in "$@"; do [ -f "/tmp/stash/$t" ] || { log "stash missing: $t"; touch "/tmp/out/$marker"; exit 3; }; done
+  export LEARN_DIR=/tmp/learn_s13
+  mkdir -p "$LEARN_DIR"
+  for t in "$@"; do tar -C "$LEARN_DIR" -xJf "/tmp/stash/$t"; done
+}
+state_run() {  # [tag]: the unpacked PPO run directory of that arm tag (default `state`; the newest)
+  local run; run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_"${1:-state}"__*/ | tail -1); echo "${run%/}"
+}
+twin_run() {  # run tag: a copy of the `state` run directory `run` as arm `tag`'s (resumed from the same checkpoint and
+  # RNG state, the twin draws the same env seeds at the same envs per update: a paired arm) -> its path
+  local twin=${1/ppo_state__/ppo_$2__}
+  cp -r "$1" "$twin" && echo "$twin"
 }

@@ -15,13 +15,10 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (setsid bash /tmp/job/bench/results/learning_s27/machineC.sh \
 #     </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineC.done  (repeat until DONE)
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, pack_run, stop_and_wait
-ls /tmp/stash/prior_pick.tar.xz /tmp/stash/run_state_last.tar.xz || { log "stash missing"; touch /tmp/out/machineC.done; exit 3; }
-export LEARN_DIR=/tmp/learn_s13  # the run's own --vla-path is /tmp/learn_s13/prior
-mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf /tmp/stash/prior_pick.tar.xz && tar -C "$LEARN_DIR" -xJf /tmp/stash/run_state_last.tar.xz
-run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_state__*/); run=${run%/}
-run3x=${run/ppo_state__/ppo_state3x__}
-cp -r "$run" "$run3x"
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, pack_run, stop_and_wait, unstash, state_run, twin_run
+unstash machineC.done prior_pick.tar.xz run_state_last.tar.xz
+run=$(state_run)
+run3x=$(twin_run "$run" state3x)
 log "resume $run and $run3x side by side"
 export ARM_EVALS=none ARM_ITERS=1000
 FLAGS="--train-vision --critic state --value-learning-rate 1e-3 --env-parts 2"

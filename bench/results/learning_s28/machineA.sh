@@ -21,13 +21,10 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (setsid bash /tmp/job/bench/results/learning_s28/machineA.sh \
 #     </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineA.done  (repeat until DONE)
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, pack_run, stop_and_wait
-ls /tmp/stash/prior_pick.tar.xz /tmp/stash/run_state_it584.tar.xz || { log "stash missing"; touch /tmp/out/machineA.done; exit 3; }
-export LEARN_DIR=/tmp/learn_s13  # the run's own --vla-path is /tmp/learn_s13/prior
-mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf /tmp/stash/prior_pick.tar.xz && tar -C "$LEARN_DIR" -xJf /tmp/stash/run_state_it584.tar.xz
-run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_state__*/); run=${run%/}
-run48=${run/ppo_state__/ppo_state48__}
-cp -r "$run" "$run48"
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, pack_run, stop_and_wait, unstash, state_run, twin_run
+unstash machineA.done prior_pick.tar.xz run_state_it584.tar.xz
+run=$(state_run)
+run48=$(twin_run "$run" state48)
 log "resume $run48 (and $run unless SOLO=1)"
 export ARM_EVALS=none ARM_ITERS=2000 STOP_S=${STOP_S:-1380}
 FLAGS="--train-vision --vision-learning-rate 1e-5 --critic state --value-learning-rate 1e-3 --env-parts 2"

@@ -13,14 +13,11 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (setsid bash /tmp/job/bench/results/learning_s28/machineB.sh \
 #     </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineB.done  (repeat until DONE)
-source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, arm, pack_run, stop_and_wait
-ls /tmp/stash/prior_pick.tar.xz /tmp/stash/run_state_it584.tar.xz /tmp/stash/run_state48_last.tar.xz \
-  || { log "stash missing"; touch /tmp/out/machineB.done; exit 3; }
-export LEARN_DIR=/tmp/learn_s13 EVAL_ENVS=8 EP=200  # the run's own --vla-path is /tmp/learn_s13/prior
-mkdir -p "$LEARN_DIR" && tar -C "$LEARN_DIR" -xJf /tmp/stash/prior_pick.tar.xz
-tar -C "$LEARN_DIR" -xJf /tmp/stash/run_state_it584.tar.xz && tar -C "$LEARN_DIR" -xJf /tmp/stash/run_state48_last.tar.xz
-run=$(ls -d "$LEARN_DIR"/ppo/train__ppo_state__*/); run=${run%/}
-ckpt48=$(ls -d "$LEARN_DIR"/ppo/train__ppo_state48__*/checkpoints/iter_000663)
+source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, evalv, arm, pack_run, unstash, state_run
+unstash machineB.done prior_pick.tar.xz run_state_it584.tar.xz run_state48_last.tar.xz
+export EVAL_ENVS=8 EP=200
+run=$(state_run)
+ckpt48=$(state_run state48)/checkpoints/iter_000663
 cells() {  # name checkpoint: the three test cells at once -> /tmp/out/eval_<name>.tar.xz
   local name=$1 ckpt=$2 c
   for c in "key train" "plate unseen_target" "red red_cube"; do
