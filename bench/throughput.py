@@ -672,7 +672,7 @@ def profile_tiny_rollout(args: Args) -> dict:
         parts = {"process_images_s": timed(lambda: processor.process_images(images, torch.bfloat16), args.repeats),
                  "embed_images_s": timed(partial(model.embed_images, px), args.repeats),
                  "generate_actions_s": timed(partial(model.generate_actions, ids, mask, px), args.repeats)}
-        if DEVICE == "cuda":  # the decode graph alone, + the towers and prefill, the whole call (the default)
+        if DEVICE == "cuda":  # the decode graph alone, + the towers and prefill (the default), the whole call
             modes = {"decode_graph": "cuda_graph", "prefill_graph": "cuda_graph_prefill", "full_graph": "cuda_graph_all"}
             for name, d in modes.items():
                 call = partial(model.generate_actions, ids, mask, px, decode=d)

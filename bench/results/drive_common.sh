@@ -2,8 +2,7 @@
 # working tree copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into
 # $LEARN_DIR=/tmp/learn, a timestamped log (/tmp/out/driver.log), `tp` (bench/throughput.py), `evalv`
 # (eval_generalization.py on the test seeds), `rl4vla_others`, `pack_run`, `arm`, `pack_prior`, `prior_cells`,
-# `unpack_prior_same`, `ptx_demos`, `stop_and_wait`, `unstash`, `state_run` and
-# `twin_run`.
+# `unpack_prior_same`, `ptx_demos`, `stop_and_wait`, `unstash`, `state_run` and `twin_run`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
