@@ -55,7 +55,8 @@ pack_run() {  # algo tag: pack the newest run of that tag and print its last che
 arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU ($ARM_ENVS envs (24), LoRA lr $ARM_LR, $ARM_ITERS
   # iterations (400) or the driver's SIGTERM), its run packed, then its last checkpoint evaluated on $EP test episodes
   # per cell, the cells in $ARM_EVALS (default all three; `none`: no evaluation): key (`train` greedy), t1 (`train`
-  # sampled, T = 1), sib (the siblings greedy), plate (`unseen_target` alone, greedy) -> /tmp/out/eval_<tag>.tar.xz
+  # sampled, T = 1), sib (the siblings greedy), plate (`unseen_target` alone, greedy), red (`red_cube` alone,
+  # greedy) -> /tmp/out/eval_<tag>.tar.xz
   local gpu=$1 algo=$2 tag=$3 extra=${4:-} cells=${ARM_EVALS:-key t1 sib}
   export CUDA_VISIBLE_DEVICES=$gpu
   TAG=$tag ENVS=${ARM_ENVS:-24} LR=${ARM_LR:-1e-4} ITERS=${ARM_ITERS:-400} SAVE_EVERY=15 RL_ARGS="--eval-every 0 $extra" \
@@ -68,6 +69,7 @@ arm() {  # gpu algo tag [extra RL flags]: one RL arm on one GPU ($ARM_ENVS envs 
       t1) EXTRA="--temperature 1.0" evalv "eval_t1_$tag" "$EP" train -- "$last" > "/tmp/out/eval_t1_$tag.log" 2>&1 & ;;
       sib) evalv "eval_sib_$tag" "$EP" unseen_target red_cube -- "$last" > "/tmp/out/eval_sib_$tag.log" 2>&1 & ;;
       plate) evalv "eval_plate_$tag" "$EP" unseen_target -- "$last" > "/tmp/out/eval_plate_$tag.log" 2>&1 & ;;
+      red) evalv "eval_red_$tag" "$EP" red_cube -- "$last" > "/tmp/out/eval_red_$tag.log" 2>&1 & ;;
       none) continue ;;
       *) log "unknown evaluation cell $c"; continue ;;
     esac
