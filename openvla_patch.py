@@ -566,8 +566,8 @@ class OpenVLAForActionPrediction(nn.Module):
         with SDPA or eager attention, else "dynamic". The modes, from eager to fully captured:
         "dynamic" (transformers' DynamicCache, the reference), "static" (the graphs' code run eagerly),
         "cuda_graph" (the 6 decode steps replayed as a graph; the default at 7B), "cuda_graph_prefill" (the towers
-        and prefill captured too; the default for models under PREFILL_GRAPH_MAX_PARAMETERS) and "cuda_graph_all"
-        (the whole call as one graph; opt-in until it is measured on a GPU). A failed capture warns once and falls back: to eager decoding
+        and prefill captured too) and "cuda_graph_all" (the whole call as one graph; the default for models under
+        PREFILL_GRAPH_MAX_PARAMETERS). A failed capture warns once and falls back: to eager decoding
         (`cuda_graph_error` says why) or, for "cuda_graph_all", to "cuda_graph_prefill" (`full_graph_error`).
         With `return_patch_embeddings` the result carries the (B, 256, H) image patch embeddings, for
         `evaluate_actions(..., patch_embeddings=...)`. After `compile_decoder_layers` the prefill and the decode
@@ -619,17 +619,16 @@ class OpenVLAForActionPrediction(nn.Module):
         return torch.stack(tokens, 1), torch.stack(logprobs, 1), torch.stack(all_logits, 1)
 
     def _default_decode(self) -> str:
-        """decode=None's mode: CUDA graphs on a GPU with SDPA or eager attention until a capture fails, the towers
-        and prefill captured too for models under PREFILL_GRAPH_MAX_PARAMETERS (not after `compile_decoder_layers`:
-        that pairing is not yet checked on a GPU), the decode steps' graph alone otherwise; else the eager
-        "dynamic". ("cuda_graph_all" is not a default yet: it has not run on a GPU.)"""
+        """decode=None's mode: CUDA graphs on a GPU with SDPA or eager attention until a capture fails, the whole
+        call as one graph for models under PREFILL_GRAPH_MAX_PARAMETERS (not after `compile_decoder_layers`: that
+        pairing is not yet checked on a GPU), the decode steps' graph alone otherwise; else the eager "dynamic"."""
         lm = self.causal_lm
         graph_ok = (lm.config._attn_implementation in ("sdpa", "eager") and self.cuda_graph_error is None
                     and lm.get_input_embeddings().weight.device.type == "cuda")
         if not graph_ok:
             return "dynamic"
         small = sum(p.numel() for p in self.parameters()) < PREFILL_GRAPH_MAX_PARAMETERS
-        return "cuda_graph_prefill" if small and self.compiled_halves is None else "cuda_graph"
+        return "cuda_graph_all" if small and self.compiled_halves is None else "cuda_graph"
 
     def _decoder(self, batch: int, prompt_length: int, decode: str | None) -> _DynamicCacheDecoder | StaticCacheDecoder:
         """The decoder for `generate_actions`: a cached CUDA graph when asked or by default on a GPU."""
@@ -682,14 +681,15 @@ class OpenVLAForActionPrediction(nn.Module):
 # the default for flash-attention (which takes no 4-D mask); `decode="static"` runs the graph's code
 # without capturing it (CPU tests).
 #
-# `decode="cuda_graph_prefill"`, the default for models under PREFILL_GRAPH_MAX_PARAMETERS, captures the rest of
-# the step too: the towers, the projector and the prefill into the same static cache, plus the value head
-# (`_prompt`), as a second graph per prompt length, fed through copies of the token ids, mask and pixels. Small
-# models' ~380 launches of towers and prefill cost ~14 ms of host time per call of 8 envs against ~4 ms of GPU
-# work; captured, the tiny model's generate_actions for 16 envs took 5.9 ms instead of 11.1, with the same tokens
-# and log-probs (H100, BENCHMARKS.md section 1, session 24). At 7B the prefill is compute-bound and its graph
-# would pin the prefill's activations (GBs) in the graph's memory pool, so 7B keeps the decode graph alone, and
-# so does a model after `compile_decoder_layers` (capturing the compiled halves' prefill is not yet checked).
+# `decode="cuda_graph_prefill"` (small models' default in sessions 24-28, now the whole-call graph's fallback)
+# captures the rest of the step too: the towers, the projector and the prefill into the same static cache, plus
+# the value head (`_prompt`), as a second graph per prompt length, fed through copies of the token ids, mask and
+# pixels. Small models' ~380 launches of towers and prefill cost ~14 ms of host time per call of 8 envs against
+# ~4 ms of GPU work; captured, the tiny model's generate_actions for 16 envs took 5.9 ms instead of 11.1, with the
+# same tokens and log-probs (H100, BENCHMARKS.md section 1, session 24). At 7B the prefill is compute-bound and
+# its graph would pin the prefill's activations (GBs) in the graph's memory pool, so 7B keeps the decode graph
+# alone, and so does a model after `compile_decoder_layers` (capturing the compiled halves' prefill is not yet
+# checked).
 #
 # `decode="cuda_graph_all"` captures the whole call as one graph per (prompt length, greedy, temperature): `_prompt`,
 # then the sampling loop (`_sample_tokens`) with its 6 decode steps run as kernels inside the capture (a graph
@@ -700,14 +700,15 @@ class OpenVLAForActionPrediction(nn.Module):
 # warm-up and capture, so a resumed run draws as an uninterrupted one): the tokens follow the eager path's
 # distribution, not its draws; greedy tokens are identical. A caller's own `generator` (sampling) runs
 # "cuda_graph_prefill" instead (keeping graphs per generator is not worth it), and so does every later call after a
-# failed capture (`full_graph_error`; the other graphs stay in use). Opt-in for now: written in session 28 and
-# tested on the CPU with the capture run eagerly, not yet run on a GPU; it becomes the small models' default once
-# `bench/throughput.py --sections tiny_rollout` has checked it there (greedy tokens equal to "cuda_graph_prefill",
-# two sampled calls drawing differently).
+# failed capture (`full_graph_error`; the other graphs stay in use). The default for models under
+# PREFILL_GRAPH_MAX_PARAMETERS since session 29: on an H100 (`bench/throughput.py --sections tiny_rollout tiny_ppo`,
+# BENCHMARKS.md section 1) its greedy tokens, log-probs and patches equalled "cuda_graph_prefill"'s exactly, two
+# sampled calls drew differently, a call's host time fell 3.3 -> 1.6 ms, and tiny PPO at 16 envs ran 369 SPS
+# against 349 in the same run.
 
 DECODE_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph_prefill", "cuda_graph_all")
 PREFILL_GRAPH_MAX_PARAMETERS = 10**9
-"""decode=None captures the towers and prefill too ("cuda_graph_prefill") for models with fewer parameters."""
+"""decode=None captures the whole call ("cuda_graph_all") for models with fewer parameters."""
 STATIC_CACHE_MULTIPLE = 16
 """Static KV caches hold a multiple of this many slots, so that prompts of similar lengths share a graph."""
 

@@ -207,9 +207,9 @@ class Args:
     than LoRA (at 5e-4 the small model collapsed; 1e-5 is the order of OpenVLA's own full-fine-tuning rate, 2e-5)"""
     decode: Literal["auto", "dynamic", "cuda_graph", "cuda_graph_prefill", "cuda_graph_all"] = "auto"
     """how the 6 cached action tokens are decoded: auto = replayed as a CUDA graph over a static KV cache on a
-    GPU (models under 1 B parameters without --compile: the towers and prefill captured too), else eagerly;
+    GPU (models under 1 B parameters without --compile: the whole call, sampling included), else eagerly;
     dynamic = always eagerly (transformers' cache, the reference); cuda_graph (decode steps), cuda_graph_prefill
-    (+ towers and prefill), cuda_graph_all (the whole call, sampling included; not yet run on a GPU) = force one;
+    (+ towers and prefill), cuda_graph_all (the whole call, sampling included) = force one;
     see openvla_patch"""
     reuse_patch_embeddings: bool = True
     """keep the rollout's patch embeddings for the update, which then skips the frozen vision towers (2 MiB per

@@ -12,7 +12,7 @@
 #                                     # a converged, sharp prior, no selection; BENCHMARKS.md section 4;
 #                                     # add --state-aux-coef 1 to SFT_ARGS for towers that resolve the grasp:
 #                                     # session 21's prior, from which PPO --critic state lifted `train`)
-#                                     # Sessions 26-28's result (BENCHMARKS.md section 4: `train` 0.32 -> 0.70,
+#                                     # Sessions 26-29's result (BENCHMARKS.md section 4: `train` 0.32 -> 0.815,
 #                                     # both siblings up) used the prior of learning_s25/machine3.sh (detoured
 #                                     # demos, --state-aux-coef 0.3, cosine with hold 2000 of 5000, picked at step
 #                                     # 3000 by learning_s25/pick.py) and RL_ARGS="--critic state
@@ -20,6 +20,7 @@
 #                                     # LR=1e-4 ENVS=24, 120 iterations resumed to 292, 501 and 584
 #                                     # (learning_s13/arm.sh's `state` arm, learning_s17/resume.sh,
 #                                     # learning_s27/machineA.sh and C), then ENVS=48 to 663 (learning_s28/machineA.sh)
+#                                     # and 900 = 2.33 M env steps (learning_s29/machineA.sh and B)
 #   bash bench/learning.sh ppo        # PPO on `train` from the prior, 120 x 24 x 80 = 230 k env steps
 #   bash bench/learning.sh grpo       # GRPO, the same budget                 (-> $LEARN_DIR/grpo/<run>)
 #   bash bench/learning.sh reinforce  # REINFORCE, the same budget            (-> $LEARN_DIR/reinforce/<run>)

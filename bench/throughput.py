@@ -37,8 +37,8 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   `generate_actions` under `torch.profiler`: the GPU's busy time against the wall time, the kernels launched and
   the costliest CPU operators. The tiny rollout is launch-bound (~45 ms a step at 16 envs, session 20): this says
   which part to capture or fuse next. On a GPU it also times `decode="cuda_graph"` (the decode steps' graph alone),
-  `"cuda_graph_prefill"` (the towers and prefill captured too, the small model's default from session 24) and
-  `"cuda_graph_all"` (the whole call as one graph, opt-in until this check has run on a GPU), each synchronised
+  `"cuda_graph_prefill"` (the towers and prefill captured too, the small model's default in sessions 24-28) and
+  `"cuda_graph_all"` (the whole call as one graph, the small model's default since session 29), each synchronised
   and in host time alone (until the call returns: its launches), and checks each against the one before: greedy
   tokens and patch embeddings equal, log-probs' largest difference; and that two sampled calls of the whole-call
   graph draw different tokens.

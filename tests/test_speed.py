@@ -113,14 +113,13 @@ def test_decode_modes_are_checked(tiny_fp32):
 
 
 def test_default_decode(tiny_fp32, monkeypatch):
-    """decode=None: eager on the CPU; on a GPU the towers and prefill captured too for a small model (not yet the whole
-    call: "cuda_graph_all" is opt-in until measured on a GPU), the decode steps' graph alone for a large one or after
-    compile_decoder_layers, eager again once a capture failed."""
+    """decode=None: eager on the CPU; on a GPU the whole call as one graph for a small model, the decode steps' graph
+    alone for a large one or after compile_decoder_layers, eager again once a capture failed."""
     model, _ = tiny_fp32
     assert model._default_decode() == "dynamic"
     on_gpu = SimpleNamespace(weight=SimpleNamespace(device=torch.device("cuda")))
     monkeypatch.setitem(vars(model.causal_lm), "get_input_embeddings", lambda: on_gpu)
-    assert model._default_decode() == "cuda_graph_prefill"
+    assert model._default_decode() == "cuda_graph_all"
     monkeypatch.setattr(model, "compiled_halves", (None, None))
     assert model._default_decode() == "cuda_graph"
     monkeypatch.setattr(model, "compiled_halves", None)
