@@ -12,9 +12,11 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   per decode step for each decoder); the fast decoder checked against the eager ones in the same run
   (same seed: tokens equal, log-prob differences, and the PPO first ratio of `evaluate_actions` on the
   rollout's reused patch embeddings); and (c) the released code's only option, batch-size-1 HF
-  `generate` in a loop over the B envs (`--hf-loop-max-batch`). With `--rollout-compile` each model then
-  gets `compile_decoder_layers` (the scripts' --compile) and a second row per B (`compile: true`): the rollout
-  step with the prefill and decode steps through the compiled layer halves, timed against the same model with
+  `generate` in a loop over the B envs (`--hf-loop-max-batch`). `--rollout-decodes cuda_graph_prefill
+  cuda_graph_all` also times the towers and prefill, or the whole call, as CUDA graphs, which 7B does not use
+  by default (their memory and greedy tokens against the default's in each row). With `--rollout-compile` each
+  model then gets `compile_decoder_layers` (the scripts' --compile) and a second row per B (`compile: true`): the
+  rollout step with the prefill and decode steps through the compiled layer halves, timed against the same model with
   transformers' layers there and checked against it with one seed (tokens equal, log-prob differences, the
   first ratio under the compiled update's layers).
 * `update`: one PPO update sample (teacher-forced `evaluate_actions` + backward, LoRA r=32 + value
@@ -108,6 +110,10 @@ class Args:
     """update micro-batch sizes to try, in order, until one does not fit"""
     repeats: int = 5
     """timed repetitions after warm-up (median reported)"""
+    rollout_decodes: list[str] = field(default_factory=list)
+    """the `rollout` section's extra decode modes (on a GPU e.g. cuda_graph_prefill cuda_graph_all, which 7B does
+    not use by default; on the CPU only dynamic and static run): per row `<mode>_s`, `<mode>_over_floor`, `<mode>_peak_gib` (the graphs' memory pools
+    included) and greedy tokens and log-probs against the default decoder's"""
     rollout_compile: bool = False
     """the `rollout` section also with the decoder layers compiled (`openvla_patch.compile_decoder_layers`, the
     scripts' --compile): rows with `compile: true`, the prefill and decode steps through the compiled layer halves
@@ -402,10 +408,24 @@ def rollout_row(args: Args, model, processor, quant: str, lora: bool, batch: int
         for decode in decoders:
             row[f"decode_step_ms_{decode}"] = 1000 * decode_step_s(model, embeds, m, pos, decode, args.repeats)
     row.update(check_fast_decode(model, ids, mask, px))
+    for decode in args.rollout_decodes:
+        row.update(decode_mode_row(model, ids, mask, px, decode, floor, args.repeats))
     if batch <= args.hf_loop_max_batch:
         with torch.no_grad():
             row["hf_loop_s"] = timed(partial(hf_loop, model, ids, mask, px), max(1, args.repeats // 2))
         row["speedup_vs_hf_loop"] = row["hf_loop_s"] / ours
+    return row
+
+
+def decode_mode_row(model, ids, mask, px, decode: str, floor: float, repeats: int) -> dict:
+    """One rollout step with decode mode `decode` (--rollout-decodes): its time against the floor, the peak memory
+    with its graphs captured, and its greedy tokens and log-probs against the default decoder's."""
+    reset_peak()
+    seconds = timed(partial(model.generate_actions, ids, mask, px, decode=decode), repeats)
+    row = {f"{decode}_s": seconds, f"{decode}_over_floor": seconds / floor, f"{decode}_peak_gib": peak_gib()}
+    greedy = [model.generate_actions(ids, mask, px, greedy=True, decode=d) for d in (None, decode)]
+    row.update(sample_diff(*greedy, f"{decode}_greedy_vs_default"))
+    row[f"{decode}_errors"] = {"cuda_graph_error": model.cuda_graph_error, "full_graph_error": model.full_graph_error}
     return row
 
 

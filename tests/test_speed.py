@@ -341,9 +341,9 @@ def run_throughput(tmp_path, *args: str) -> dict:
 @needs_inductor
 def test_throughput_bench_tiny_rollout_rows(tmp_path):
     """The rollout section, eager and (--rollout-compile) with the prefill and decode steps through the compiled layer
-    halves."""
+    halves; --rollout-decodes adds a decode mode's time and greedy tokens to each eager row."""
     rows = run_throughput(tmp_path, "--sections", "rollout", "--quant", "bf16", "--lora", "on", "--batch-sizes", "2",
-                          "--hf-loop-max-batch", "0", "--rollout-compile")["rollout"]
+                          "--hf-loop-max-batch", "0", "--rollout-compile", "--rollout-decodes", "static")["rollout"]
     assert [row["compile"] for row in rows] == [False, True]
     for row in rows:
         assert {"quant": "bf16", "batch": 2, "lora": True}.items() <= row.items() and "error" not in row
@@ -351,6 +351,9 @@ def test_throughput_bench_tiny_rollout_rows(tmp_path):
         assert row["prefill_s"] > 0 and row["prefill_cached_s"] > 0
     eager, compiled = rows
     assert eager["graph_exact"] and eager["prefill_lm_peft_default_s"] > 0  # on the CPU: static vs static
+    # --rollout-decodes static: timed against the floor, greedy tokens as the default's (dynamic on the CPU)
+    assert eager["static_over_floor"] == eager["static_s"] / eager["floor_s"] > 0
+    assert eager["static_greedy_vs_default_tokens_equal"] and eager["static_errors"]["full_graph_error"] is None
     assert compiled["compiled_within_1e-3_of_eager"] and compiled["prefill_cached_eager_s"] > 0
     assert compiled["decode_step_ms_static"] > 0 and compiled["decode_step_ms_static_eager_layers"] > 0
     assert compiled["first_ratio_max_dev"] < 1e-2  # bf16, the cached rollout vs the teacher-forced update
