@@ -53,10 +53,15 @@ def main(args: Args) -> None:
     rows = {"control 0-0.56M": line(*control, 0, 0.56e6), "control 0.56-1.36M": line(*control, 0.56e6, 1.36e6),
             "control 1.12-1.36M": line(*control, fork, 1.36e6), "wide 1.12-1.36M": line(*wide, fork, 1.36e6),
             "wide 1.12-1.43M": line(*wide, fork, 1.43e6)}
+    report(rows, args.out)
+
+
+def report(rows: dict[str, dict], out: str) -> None:
+    """The windows' lines printed, one a row, and written to `out` as JSON."""
     for name, row in rows.items():
         print(f"{name:20s} mean {row['mean']:.3f}  slope {row['slope_per_100k']:+.4f} +- {row['se']:.4f} per 100 k "
               f"env steps ({row['iterations']} iterations)")
-    Path(args.out).write_text(json.dumps(rows, indent=1))
+    Path(out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

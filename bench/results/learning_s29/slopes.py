@@ -4,7 +4,6 @@ mean), from its fork at iteration 584 (1.12 M env steps) to iteration 900 (2.33 
 
     python bench/results/learning_s29/slopes.py --wide <state48 run dir> --out bench/results/learning_s29/slopes.json
 """
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "learning_s28"))
-from slopes import line, success  # noqa: E402  (session 28's reader and fit)
+from slopes import line, report, success  # noqa: E402  (session 28's reader, fit and report)
 
 
 @dataclass
@@ -26,11 +25,7 @@ def main(args: Args) -> None:
     steps, values = success(args.wide)
     windows = {"1.12-1.42M (s28)": (1_121_280, 1_424_640), "1.42-1.83M (s29 A)": (1_424_640, 1_831_680),
                "1.83-2.33M (s29 B)": (1_831_680, 2_334_720), "1.42-2.33M": (1_424_640, 2_334_720)}
-    rows = {name: line(steps, values, lo, hi) for name, (lo, hi) in windows.items()}
-    for name, row in rows.items():
-        print(f"{name:20s} mean {row['mean']:.3f}  slope {row['slope_per_100k']:+.4f} +- {row['se']:.4f} per 100 k "
-              f"env steps ({row['iterations']} iterations)")
-    Path(args.out).write_text(json.dumps(rows, indent=1))
+    report({name: line(steps, values, lo, hi) for name, (lo, hi) in windows.items()}, args.out)
 
 
 if __name__ == "__main__":
