@@ -112,8 +112,8 @@ class Args:
     """timed repetitions after warm-up (median reported)"""
     rollout_decodes: list[str] = field(default_factory=list)
     """the `rollout` section's extra decode modes (on a GPU e.g. cuda_graph_prefill cuda_graph_all, which 7B does
-    not use by default; on the CPU only dynamic and static run): per row `<mode>_s`, `<mode>_over_floor`, `<mode>_peak_gib` (the graphs' memory pools
-    included) and greedy tokens and log-probs against the default decoder's"""
+    not use by default; on the CPU only dynamic and static run): per row `<mode>_s`, `<mode>_over_floor`,
+    `<mode>_peak_gib` (the graphs' memory pools included) and greedy tokens and log-probs against the default's"""
     rollout_compile: bool = False
     """the `rollout` section also with the decoder layers compiled (`openvla_patch.compile_decoder_layers`, the
     scripts' --compile): rows with `compile: true`, the prefill and decode steps through the compiled layer halves
