@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepared in session 29 for the next device session. Not yet run. Issue 12's last owed arms: GRPO and REINFORCE
+# Prepared in session 29 for the next device session; run on the CPU only, shrunk (LEARN_SMOKE=1, EP=2 and EVAL_ENVS=2
+# in place of 200 and 8: both arms, their packs and their cells came back). Issue 12's last owed arms: GRPO and REINFORCE
 # from the pick prior (learning_s25), each at the blog's budget (120 iterations x 24 envs x 80 steps = 230 k env
 # steps) on `train` only, with the PPO run's recipe where it applies (LoRA lr 1e-4, --train-vision at 1e-5; GRPO
 # groups of 8, 16 minibatches; no critic in either); then each run's last checkpoint on the blog's three cells
@@ -14,7 +15,8 @@
 #     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (ALGOS="grpo reinforce" setsid bash \
 #     /tmp/job/bench/results/learning_s30/machineA.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 530
 # (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineA.done  (repeat until DONE)
-# Then: bench/learning_table.py with the new cells (--labels <run>/checkpoints/iter_000120=grpo_it120 ...).
+# Then: bench/learning_table.py with the new cells (eval_{key,plate,red}_{grpo,reinforce}; --labels
+# <run>/checkpoints/iter_000120=grpo_it120 ...).
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, evalv, pack_run, unstash
 unstash machineA.done prior_pick.tar.xz
 export ARM_EVALS="key plate red" ARM_ITERS=120 EVAL_ENVS=8 EP=200
@@ -22,7 +24,7 @@ vision="--train-vision --vision-learning-rate 1e-5 --env-parts 2"
 log "${ALGOS:=grpo reinforce} from $LEARN_DIR/prior, 120 iterations each"
 gpu=0 arms=()
 for algo in $ALGOS; do
-  arm $gpu "$algo" pick "$vision" & arms+=($!)
+  arm $gpu "$algo" "$algo" "$vision" & arms+=($!)  # the arm's tag is its algorithm: run_<algo>_last.tar.xz, eval_<algo>
   gpu=$((gpu + 1))
 done
 # not drive_common's stop_and_wait (whose `wait` would also wait out its own sleep)
