@@ -9,18 +9,23 @@
 # $ALGOS (default "grpo reinforce") runs one arm per GPU, side by side: both on one nvidia-h200-x2 (~25 minutes
 # held, counted in full), or one per nvidia-h100-x1 (ALGOS=grpo, then ALGOS=reinforce on a second machine; one chip
 # counts 50-67 % of its held time, so two of them cost less device time than one x2, in twice the wall time).
-# Calls back to back, never idle 30 s (nothing else between them):
-# (a) carry [".learn/s25/prior_pick.tar.xz"]: mkdir -p /tmp/stash && cp .learn/s25/prior_pick.tar.xz /tmp/stash/
-# (b) carry [".device"]: the brief's prefix, then
-#     rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (ALGOS="grpo reinforce" setsid bash \
-#     /tmp/job/bench/results/learning_s30/machineA.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 530
-# (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineA.done  (repeat until DONE)
-# Then: bench/learning_table.py with the new cells (eval_{key,plate,red}_{grpo,reinforce}; --labels
-# <run>/checkpoints/iter_000120=grpo_it120 ...).
+# As run in session 30 (two nvidia-h100-x1, 50 % counted): ALGOS=grpo (GRPO 120 iterations at ~11 s each, its safety
+# SIGTERM disarmed by hand so that it reached 120), then ALGOS=reinforce ARM_EXTRA="--micro-batch-size 256" (4.7 s each).
+# The tracked tree (13.5 MB) and .device (54 MB) no longer fit one carry of 64 MiB, so site.tar.xz travels in two
+# parts (split -b 30000000 .device/site.tar.xz .device/split/site.part.), the first stashed with the prior:
+# (a) carry [".learn/s25/prior_pick.tar.xz", ".device/split/site.part.aa"]: mkdir -p /tmp/stash && cp both there
+# (b) carry [".device/split/site.part.ab", ".device/gl"]: for f in .device/gl/*.deb; do dpkg -x $f /; done; ldconfig;
+#     mkdir -p /tmp/site && cat /tmp/stash/site.part.aa .device/split/site.part.ab | tar -xJ -C /tmp/site &&
+#     export PYTHONPATH=/tmp/site:/tmp/job; rm -rf /tmp/job /tmp/out && cp -r . /tmp/job && (ALGOS=grpo setsid bash \
+#     /tmp/job/bench/results/learning_s30/machineA.sh </dev/null >/tmp/drive.out 2>&1 &); sleep 520
+# (c) POLL_S=540 bash bench/results/learning_s26/collect.sh machineA.done  (repeat until DONE; never idle 30 s)
+# Then bench/learning_table.py with the new cells (BENCHMARKS.md section 4, "Session 30").
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, evalv, pack_run, unstash
 unstash machineA.done prior_pick.tar.xz
 export ARM_EVALS="key plate red" ARM_ITERS=120 EVAL_ENVS=8 EP=200
-vision="--train-vision --vision-learning-rate 1e-5 --env-parts 2"
+vision="--train-vision --vision-learning-rate 1e-5 --env-parts 2 ${ARM_EXTRA:-}"
+# ARM_EXTRA: e.g. "--micro-batch-size 256" (memory only, the same gradient up to rounding): GRPO's default of 16
+# (sized for 7B) made its update 6 s of its 11 s per iteration on the tiny model (session 30, ~100 micro-steps)
 log "${ALGOS:=grpo reinforce} from $LEARN_DIR/prior, 120 iterations each"
 gpu=0 arms=()
 for algo in $ALGOS; do
