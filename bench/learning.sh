@@ -116,10 +116,12 @@ PY
     python3 ppo_openvla.py $RL_COMMON --num-minibatches $MINIB --output-dir "$LEARN_DIR/ppo"
     ;;
   grpo)
-    python3 grpo_openvla.py $RL_COMMON --group-size $GROUP --num-minibatches $MINIB --output-dir "$LEARN_DIR/grpo"
+    # --micro-batch-size 0 / 256 (RL_ARGS may override): the scripts' 16 and 12 are sized for 7B's memory; on the small
+    # model they only cut the update into ~100 launch-bound micro-steps (6 s of GRPO's 11 s per iteration, session 30)
+    python3 grpo_openvla.py --micro-batch-size 0 $RL_COMMON --group-size $GROUP --num-minibatches $MINIB --output-dir "$LEARN_DIR/grpo"
     ;;
   reinforce)
-    python3 reinforce_openvla.py $RL_COMMON --output-dir "$LEARN_DIR/reinforce"
+    python3 reinforce_openvla.py --micro-batch-size 256 $RL_COMMON --output-dir "$LEARN_DIR/reinforce"
     ;;
   eval)
     runs=${RUNS:-$(ls -d "$LEARN_DIR"/{ppo,grpo,reinforce}/*/ 2>/dev/null || true)}

@@ -129,6 +129,20 @@ def test_update_moves_logprobs_with_the_advantage_sign(tiny_dir):
     assert (delta[[0, 2]] > 0).all() and (delta[[1, 3]] < 0).all(), delta
 
 
+def test_micro_batches_only_split_the_gradient(tiny_dir):
+    """--micro-batch-size only accumulates the minibatch's gradient (session 30 runs the small model with 0, the
+    whole minibatch, where the 7B default is 16): micro-batches of 1 give the same step as one pass."""
+    after = []
+    for micro in (0, 1):
+        model, processor, batch = fixed_update_batch(tiny_dir, [0.5, -1.0, 2.0])
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+        grpo_update(Args(num_minibatches=1, micro_batch_size=micro, max_grad_norm=1e9), model, processor, optimizer,
+                    batch, torch.float32, world_size=1)
+        after.append(ovp.trainable_state_dict(model))
+    assert any(v.abs().sum() > 0 for k, v in after[0].items() if "lora_B" in k)
+    assert all(torch.allclose(after[0][k], after[1][k], atol=1e-6) for k in after[0])
+
+
 @pytest.mark.parametrize("clip_coef_high, moves", [(None, False), (0.3, True)])
 def test_clip_higher_only_widens_the_upper_bound(tiny_dir, clip_coef_high, moves):
     """Every ratio at 1.25 with positive advantages: the symmetric clip 0.2 stops the gradient (PPO eq. 7),
