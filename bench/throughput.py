@@ -26,6 +26,9 @@ GPU by `openvla_patch.random_openvla`. Sections (each optional, `--sections`; th
   patch embeddings reused: the blog iteration's update), from `torch.profiler`: wall time, the GPU's busy time
   (the sum of its kernels; the rest is launch overhead and host work), that busy time by kind (matmul,
   attention, the rest), and the costliest kernels (on the CPU: operators).
+* `gemm`: the LM's seven linears alone (bf16 `F.linear`) at the rollout's shapes for each `--batch-sizes` B, the
+  prefill's B x ~274 rows and a decode step's B rows, summed over the layers: what cuBLAS reaches at these shapes
+  against the floor of their FLOPs and bytes, and what LoRA r32's two thin matmuls per linear add at the least.
 * `iteration`: writes a random 7B checkpoint, runs `ppo_openvla.py` for one iteration of the blog's size
   (24 envs x 80 steps, 20 minibatches, built-in task on CPU worker envs) and reads its rollout / env /
   update times back from tensorboard (`--iteration-compile`, `--iteration-env-parts`).
@@ -61,6 +64,7 @@ forward with checkpointing. The JSON is rewritten after every row, so a run cut 
         --hf-loop-max-batch 0 --repeats 3 --micro-batches 16 32     # issue 13's numbers (~5 min, H100)
     python bench/throughput.py --out bench/results/throughput.json   # all sections (~12 min, H100)
     python bench/throughput.py --sections profile --out bench/results/update_profile.json
+    python bench/throughput.py --sections gemm --batch-sizes 24 96 --out bench/results/gemm.json  # (~1 min)
     python bench/throughput.py --sections tiny_ppo --out bench/results/tiny_ppo.json  # env overlap (~3 min)
     python bench/throughput.py --sections tiny_rollout --out bench/results/tiny_rollout.json  # (~1 min)
     python bench/throughput.py --sections tiny_loop --tiny-ppo-envs 16 --out bench/results/tiny_loop.json  # (~2 min)
@@ -85,6 +89,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+import transformers
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -96,7 +102,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Args:
     sections: list[str] = field(default_factory=lambda: ["rollout", "update", "iteration"])
-    """which measurements to run besides the ceilings: rollout update profile iteration tiny_ppo tiny_rollout
+    """which measurements to run besides the ceilings: rollout update profile iteration gemm tiny_ppo tiny_rollout
     tiny_loop"""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 24, 96])
     """rollout batch sizes (envs per step)"""
@@ -660,6 +666,43 @@ def measure_iteration(args: Args, config) -> dict:
     return {"write_checkpoint_s": write_s, **run_ppo(work / "openvla-7b-random", flags, work)}
 
 
+def measure_gemm(args: Args, config, ceilings: dict) -> list[dict]:
+    """The LM's seven linear layers alone (bf16 `F.linear`, random weights), at a rollout step's shapes for each B:
+    the prefill's B x tokens rows and a decode step's B rows, through all layers. Their time against the floor of the
+    same FLOPs and bytes is what cuBLAS reaches at these shapes: the part of the rollout's excess over its floor that
+    no fusion or graph removes. Also LoRA's two thin matmuls per linear (rank 32, unfused), the least it adds."""
+    lm = transformers.LlamaConfig(**config.text_config)
+    h, inter, layers = lm.hidden_size, lm.intermediate_size, lm.num_hidden_layers
+    kv = lm.num_key_value_heads * (h // lm.num_attention_heads)
+    shapes = {"q": (h, h), "k": (h, kv), "v": (h, kv), "o": (h, h), "gate": (h, inter), "up": (h, inter),
+              "down": (inter, h)}  # name -> (in, out)
+    bf16 = {"device": DEVICE, "dtype": torch.bfloat16}
+    weights = {name: torch.randn(o, i, **bf16) / i**0.5 for name, (i, o) in shapes.items()}
+    lora = {name: (torch.randn(32, i, **bf16) / i**0.5, torch.randn(o, 32, **bf16) / 32**0.5)
+            for name, (i, o) in shapes.items()}
+    processor = ovp.OpenVLAProcessor(ovp.llama_layout_tokenizer())
+    rows = []
+    for batch in args.batch_sizes:
+        tokens = 1 + 256 + inputs(processor, batch)[0].shape[1]  # as rollout_floors
+        for phase, m in (("prefill", batch * tokens), ("decode_step", batch)):
+            x = {i: torch.randn(m, i, **bf16) for i in {h, inter}}
+            ms, lora_ms, floor = {}, {}, 0.0
+            for name, (i, o) in shapes.items():
+                ms[name] = 1e3 * timed(partial(F.linear, x[i], weights[name]), args.repeats)
+                a, b = lora[name]
+                lora_ms[name] = 1e3 * timed(lambda: F.linear(F.linear(x[i], a), b), args.repeats)  # noqa: B023
+                floor += max(2 * m * i * o / (ceilings["matmul_tflops"] * 1e12),
+                             2 * (i * o + m * i + m * o) / (ceilings["bandwidth_tbs"] * 1e12))  # bf16 bytes
+            seconds = layers * sum(ms.values()) / 1e3
+            flops = layers * sum(2 * m * i * o for i, o in shapes.values())
+            rows.append({"batch": batch, "phase": phase, "rows": m, "tokens": tokens, "layers": layers,
+                         "linears_s": seconds, "floor_s": layers * floor, "linears_over_floor": seconds / (layers * floor),
+                         "tflops": flops / seconds / 1e12, "lora_s": layers * sum(lora_ms.values()) / 1e3,
+                         "ms_per_layer": ms, "lora_ms_per_layer": lora_ms})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def measure_tiny_ppo(args: Args) -> list[dict]:
     """PPO on a tiny random checkpoint (the learning experiment's sizes, 16 minibatches as there), per number of
     envs, --env-parts and --compile: what the env overlap and the fused layers gain where inference is cheap."""
@@ -831,6 +874,8 @@ def main(args: Args) -> None:
     if "iteration" in args.sections:
         save("iteration")(measure_iteration(args, config))
         print(json.dumps(result["iteration"]), flush=True)
+    if "gemm" in args.sections:
+        save("gemm")(measure_gemm(args, config, result["ceilings"]))
     if "tiny_ppo" in args.sections:
         save("tiny_ppo")(measure_tiny_ppo(args))
     if "tiny_rollout" in args.sections:

@@ -338,6 +338,19 @@ def run_throughput(tmp_path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+def test_throughput_bench_gemm_rows(tmp_path):
+    """--sections gemm: the LM's linears at a rollout step's two shapes, B x tokens rows (prefill) and B rows (a
+    decode step), summed over the layers against the floor of their FLOPs and bytes."""
+    rows = run_throughput(tmp_path, "--sections", "gemm", "--batch-sizes", "2")["gemm"]
+    assert [(r["phase"], r["rows"]) for r in rows] == [("prefill", 2 * rows[0]["tokens"]), ("decode_step", 2)]
+    for row in rows:
+        assert set(row["ms_per_layer"]) == {"q", "k", "v", "o", "gate", "up", "down"} == set(row["lora_ms_per_layer"])
+        assert row["linears_s"] == pytest.approx(row["layers"] * sum(row["ms_per_layer"].values()) / 1e3)
+        assert row["linears_over_floor"] == pytest.approx(row["linears_s"] / row["floor_s"]) and row["lora_s"] > 0
+    # the prefill's rows make it compute-bound: its floor grows with the rows, a decode step's with the weights
+    assert rows[0]["floor_s"] > rows[1]["floor_s"] * 10
+
+
 @needs_inductor
 def test_throughput_bench_tiny_rollout_rows(tmp_path):
     """The rollout section, eager and (--rollout-compile) with the prefill and decode steps through the compiled layer
