@@ -6,6 +6,8 @@ base weight) and the towers' change ||W - W_prior|| (--train-vision at 1e-5). Re
 """
 import json
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -18,7 +20,7 @@ RUNS = {  # label -> checkpoint directory (unpacked from the runs' tarballs unde
     "grpo_it120": ".learn/s30/grpo/grpo/train__grpo_grpo__1__1795573972/checkpoints/iter_000120",
     "reinforce_it120": ".learn/s30/reinforce/reinforce/train__reinforce_reinforce__1__1795575685/checkpoints/iter_000120",
 }
-PRIOR = "/tmp/pp/prior/model-00001-of-00001.safetensors"  # .learn/s25/prior_pick.tar.xz unpacked into /tmp/pp
+PRIOR = ".learn/s25/prior_pick.tar.xz"  # the pick prior (learning_s25), unpacked below into a temporary directory
 
 
 def lora_delta_norm(ckpt: Path) -> float:
@@ -49,7 +51,10 @@ def tower_delta_norm(ckpt: Path, prior: dict) -> float:
     return total ** 0.5
 
 
-prior = load_file(PRIOR)
+with tempfile.TemporaryDirectory() as tmp:
+    with tarfile.open(PRIOR) as tar:
+        tar.extractall(tmp, filter="data")
+    prior = load_file(f"{tmp}/prior/model-00001-of-00001.safetensors")
 out = {label: {"lora_delta_fro": lora_delta_norm(Path(p)), "tower_delta_fro": tower_delta_norm(Path(p), prior)}
        for label, p in RUNS.items()}
 print(json.dumps(out, indent=1))
