@@ -31,7 +31,7 @@
 #   bash bench/learning.sh plot       # training success curves of the RL runs (-> $LEARN_DIR/eval/curves.png)
 # Seeds (openvla_envs' seed policy): demos from 1,000,000, SFT's selection evals from VALIDATION_SEED, RL
 # rollouts from ROLLOUT_SEEDS, the final table from TEST_SEED: no table ever sees a layout that picked it.
-# Env: ITERS (RL iterations, default 120), ENVS (envs per RL run), LR (LoRA learning rate, 5e-4), SAVE_EVERY, RL_ARGS (extra RL flags, e.g.
+# Env: ITERS (RL iterations, default 120), ENVS (envs per RL run), GROUP (GRPO's group size, 8), LR (LoRA learning rate, 5e-4), SAVE_EVERY, RL_ARGS (extra RL flags, e.g.
 # "--no-success-ends-episode" for an ablation arm), TAG (run name suffix), VARIANTS_SFT, DEMOS (per SFT
 # variant), SFT_STEPS, SFT_EVAL, EP_SELECT (validation episodes per SFT evaluation: 48 measured a 0.13 prior
 # at 0.27 in session 5), SFT_BATCH, PRIOR_FROM (continue SFT from a checkpoint) with DEMO_SEED,
@@ -56,7 +56,7 @@ if [ "${LEARN_SMOKE:-0}" = 1 ]; then
   OTHER_VARIANTS="cube_moved"
 else
   DEMOS=${DEMOS:-400}; SFT_STEPS=${SFT_STEPS:-6000}; SFT_EVAL=${SFT_EVAL:-500}; ENVS=${ENVS:-24}; EP_SELECT=${EP_SELECT:-48}
-  ITERS=${ITERS:-120}; MINIB=16; GROUP=8; EP_KEY=${EP_KEY:-200}; EP_SIB=${EP_SIB:-200}; EP_OTHER=${EP_OTHER:-100}
+  ITERS=${ITERS:-120}; MINIB=16; GROUP=${GROUP:-8}; EP_KEY=${EP_KEY:-200}; EP_SIB=${EP_SIB:-200}; EP_OTHER=${EP_OTHER:-100}
 fi
 # RL hyper-parameters shared by the three algorithms (LoRA on the small LM; the scripts' defaults otherwise)
 RL_COMMON="--vla-path $LEARN_DIR/prior --unnorm-key sft_tabletop --env-id train --reward $REWARD --num-envs $ENVS
