@@ -689,8 +689,8 @@ def measure_gemm(args: Args, config, ceilings: dict) -> list[dict]:
             ms, lora_ms, floor = {}, {}, 0.0
             for name, (i, o) in shapes.items():
                 ms[name] = 1e3 * timed(partial(F.linear, x[i], weights[name]), args.repeats)
-                a, b = lora[name]
-                lora_ms[name] = 1e3 * timed(lambda: F.linear(F.linear(x[i], a), b), args.repeats)  # noqa: B023
+                a, b = lora[name]  # (r, in), (out, r): x -> x A^T -> (x A^T) B^T, as peft's Linear without the add
+                lora_ms[name] = 1e3 * timed(lambda xi=x[i], a=a, b=b: F.linear(F.linear(xi, a), b), args.repeats)
                 floor += max(2 * m * i * o / (ceilings["matmul_tflops"] * 1e12),
                              2 * (i * o + m * i + m * o) / (ceilings["bandwidth_tbs"] * 1e12))  # bf16 bytes
             seconds = layers * sum(ms.values()) / 1e3
