@@ -135,7 +135,8 @@ class Args:
     update_epochs: int = 1
     """passes over the rollout batch per iteration"""
     micro_batch_size: int = 16
-    """samples per forward/backward inside a minibatch, per rank (gradient accumulation); 0 = whole minibatch"""
+    """samples per forward/backward inside a minibatch, per rank (gradient accumulation); 0 = whole minibatch.
+    16 is sized for 7B; a small model wants 0: its micro-steps are launch-bound (the tiny model: 6 s of 11 s)"""
     learning_rate: float = 1e-4
     """Adam learning rate of the LoRA weights"""
     gamma: float = 1.0

@@ -122,7 +122,8 @@ class Args:
     """training iterations (rollout + one optimizer step)"""
     micro_batch_size: int = 12
     """samples per forward/backward, per rank: the gradient of the rollout's num_steps x local envs samples
-    is accumulated over micro-batches of this size (memory only: the same gradient up to rounding); 0 = all at once"""
+    is accumulated over micro-batches of this size (memory only: the same gradient up to rounding); 0 = all at once.
+    12 is sized for 7B; a small model wants a few hundred: its micro-steps are launch-bound"""
     learning_rate: float = 1e-4
     """Adam learning rate of the LoRA weights"""
     gamma: float = 0.99
