@@ -11,9 +11,11 @@
 # Each runs ~5 s per iteration alone on one H100 (learning.sh's micro-batches for the small model), ~10 min, then
 # ~4 min of cells. Calls as learning_s30/machineA.sh's header (the site bundle in two parts), with
 # `ARM=grpo_g2 setsid bash /tmp/job/bench/results/learning_s31/machineA.sh` in call (b).
+# Smoke-run on the CPU in session 30 (LEARN_SMOKE=1 EP=2 EVAL_ENVS=2): both arms ran and packed; reinforce_lr4's
+# checkpoint recorded learning_rate 4e-4, vision_learning_rate 4e-5, micro_batch_size 256, and its cells came back.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, evalv, pack_run, unstash
 unstash machineA.done prior_pick.tar.xz
-export ARM_EVALS="key plate red" ARM_ITERS=120 EVAL_ENVS=8 EP=200
+export ARM_EVALS="key plate red" ARM_ITERS=120 EVAL_ENVS=${EVAL_ENVS:-8} EP=${EP:-200}  # (EP, EVAL_ENVS: shrunk for a smoke run)
 rl="--train-vision --vision-learning-rate 1e-5 --env-parts 2"
 case ${ARM:?set ARM=grpo_g2 or ARM=reinforce_lr4} in
   grpo_g2) algo=grpo; export GROUP=2 ;;
