@@ -2,7 +2,7 @@
 # working tree copied to /tmp/job, session 5's prior and PPO it. 120 (each where carried) unpacked into
 # $LEARN_DIR=/tmp/learn, a timestamped log (/tmp/out/driver.log), `tp` (bench/throughput.py), `evalv`
 # (eval_generalization.py on the test seeds), `rl4vla_others`, `pack_run`, `arm`, `pack_prior`, `prior_cells`,
-# `unpack_prior_same`, `ptx_demos`, `stop_and_wait`, `unstash`, `state_run` and `twin_run`.
+# `unpack_prior_same`, `ptx_demos`, `sigterm_after`, `stop_and_wait`, `unstash`, `state_run` and `twin_run`.
 set -u
 cd /tmp/job
 export LEARN_DIR=/tmp/learn PYTHONUNBUFFERED=1
@@ -86,9 +86,12 @@ ptx_demos() {  # PPO-ptx's demonstrations -> $LEARN_DIR/ptx_demos.npz: $DEMOS_PT
     > /tmp/out/demos.log 2>&1
   log "demos rc=$? $(grep -a '\[demos\] [0-9]* demos' /tmp/out/demos.log)"
 }
-stop_and_wait() {  # SIGTERM the RL scripts $STOP_S seconds from now (a run saves and exits 0), wait for every arm
-  # and its evaluations
-  ( sleep "$STOP_S"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) &
+sigterm_after() {  # seconds: SIGTERM the RL scripts that many seconds from now (a run saves and exits 0), in the
+  # background; its pid is then in $! (kill it once the arms are done, so that it sends nothing)
+  ( sleep "$1"; pkill -TERM -f "[p]po_openvla.py|[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) &
+}
+stop_and_wait() {  # SIGTERM the RL scripts $STOP_S seconds from now, wait for every arm and its evaluations
+  sigterm_after "$STOP_S"
   wait
 }
 pack_prior() {  # name: $LEARN_DIR/prior -> /tmp/out/<name>.tar.xz, with the SFT log and prior.json beside it

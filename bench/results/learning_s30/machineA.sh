@@ -33,7 +33,7 @@ for algo in $ALGOS; do
   gpu=$((gpu + 1))
 done
 # not drive_common's stop_and_wait (whose `wait` would also wait out its own sleep)
-( sleep "${STOP_S:-1140}"; pkill -TERM -f "[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) & p_stop=$!
+sigterm_after "${STOP_S:-1140}"; p_stop=$!
 wait "${arms[@]}"; kill $p_stop 2>/dev/null
 log DONE
 touch /tmp/out/machineA.done

@@ -24,7 +24,7 @@ case ${ARM:?set ARM=grpo_g2 or ARM=reinforce_lr4} in
 esac
 log "$ARM ($algo) from $LEARN_DIR/prior, 120 iterations"
 arm 0 "$algo" "$ARM" "$rl" & p_arm=$!
-( sleep "${STOP_S:-1140}"; pkill -TERM -f "[g]rpo_openvla.py|[r]einforce_openvla.py"; log "SIGTERM sent" ) & p_stop=$!
+sigterm_after "${STOP_S:-1140}"; p_stop=$!
 wait $p_arm; kill $p_stop 2>/dev/null
 log DONE
 touch /tmp/out/machineA.done
