@@ -15,7 +15,8 @@
 # checkpoint recorded learning_rate 4e-4, vision_learning_rate 4e-5, micro_batch_size 256, and its cells came back.
 source "$(dirname "$0")/../drive_common.sh"  # /tmp/job, log, arm, evalv, pack_run, unstash
 unstash machineA.done prior_pick.tar.xz
-export ARM_EVALS="key plate red" ARM_ITERS=120 EVAL_ENVS=${EVAL_ENVS:-8} EP=${EP:-200}  # (EP, EVAL_ENVS: shrunk for a smoke run)
+# EP and EVAL_ENVS can be shrunk for a smoke run
+export ARM_EVALS="key plate red" ARM_ITERS=120 EVAL_ENVS=${EVAL_ENVS:-8} EP=${EP:-200}
 rl="--train-vision --vision-learning-rate 1e-5 --env-parts 2"
 case ${ARM:?set ARM=grpo_g2 or ARM=reinforce_lr4} in
   grpo_g2) algo=grpo; export GROUP=2 ;;
